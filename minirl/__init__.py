@@ -1,0 +1,1 @@
+"""minirl: adversarial inverse RL for LLM reasoning (arXiv 2510.01857), small and readable."""

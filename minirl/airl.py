@@ -1,0 +1,105 @@
+"""The discriminator: expert tokens vs policy tokens (method.md M2, M3).
+
+The reward model gives every response token a learned reward f_t (`RewardModel`). The
+discriminator turns it into a per-token probability that the token came from an expert:
+  `logit` form (GAIL-style, the paper's code):  D_t = sigmoid(f_t)
+  `airl`  form (Fu et al. 2018):                D_t = sigmoid(f_t - log pi(y_t | s_t))
+and is trained with token-level binary cross-entropy (M2): response tokens only, each
+sequence's loss divided by its length, label smoothing, classes weighted equally.
+The policy is paid the discriminator's logit, log D_t - log(1 - D_t): that is f_t in the
+`logit` form and f_t - log pi(y_t | s_t) in the `airl` form (`policy_rewards`).
+
+Left out on purpose: gradient penalties and replay buffers of old samples; one
+discriminator step per rollout batch, as in the paper.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from minirl.data import format_prompt, perturb
+from minirl.models import RewardModel, token_logprobs
+from minirl.ppo import Batch, encode
+
+
+def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
+                         policy_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """M2: the logit of D_t for every token, [B, T]. `policy_logp` (detached log pi, [B, T])
+    is required by the `airl` form."""
+    f = reward_model(batch.input_ids, batch.attention_mask)  # [B, T]
+    if form == "logit":
+        return f
+    if form != "airl":
+        raise ValueError(f"unknown discriminator form {form!r}; choose 'airl' or 'logit'")
+    return f - policy_logp.detach()
+
+
+def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_expert: torch.Tensor,
+                       label_smoothing: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
+    """M2: token-level BCE on response tokens, per-sequence length-normalised, targets
+    1 - s/2 (expert) and s/2 (policy), the two classes weighted equally.
+    logits, response_mask: [B, T]; is_expert: [B] bool."""
+    mask = response_mask.float()
+    target = torch.where(is_expert, 1 - label_smoothing / 2, label_smoothing / 2)[:, None].expand_as(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # [B, T]
+    per_seq = (bce * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
+    loss = 0.5 * per_seq[is_expert].mean() + 0.5 * per_seq[~is_expert].mean()
+    with torch.no_grad():  # a sequence is called expert when its mean token D > 0.5
+        mean_logit = (logits * mask).sum(1) / mask.sum(1).clamp(min=1)
+        said_expert = mean_logit > 0
+        stats = {"disc_loss": loss.item(),
+                 "disc_acc_expert": said_expert[is_expert].float().mean().item(),
+                 "disc_acc_policy": (~said_expert[~is_expert]).float().mean().item()}
+    return loss, stats
+
+
+def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_logp: torch.Tensor,
+                   clip: float = 0.0) -> torch.Tensor:
+    """M2: the per-token reward paid to PPO, log D_t - log(1 - D_t) = the discriminator's
+    logit, on response tokens (0 elsewhere), optionally clipped to [-clip, clip]. [B, T]"""
+    with torch.no_grad():
+        r = discriminator_logits(reward_model, batch, form, policy_logp)
+    if clip > 0:
+        r = r.clamp(-clip, clip)
+    return r * batch.response_mask
+
+
+def negatives(expert_tasks: list[dict], samples: list[tuple[str, str]], k_perturbed: int,
+              rng: random.Random) -> list[tuple[str, str]]:
+    """Negative (question, response) pairs (M3): the policy's samples, except any identical
+    to an expert trace of the same question (M9: they made the loss stall at log 2), plus
+    `k_perturbed` corrupted copies of each expert trace."""
+    expert = {t["question"]: t["answer"].strip() for t in expert_tasks}
+    out = [(q, r) for q, r in samples if expert.get(q) != r.strip()]
+    for t in expert_tasks:
+        for _ in range(k_perturbed):
+            got = perturb(t["answer"], rng)
+            if got is not None:
+                out.append((t["question"], got[0]))
+    return out
+
+
+def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
+                       experts: list[dict], negative_pairs: list[tuple[str, str]], form: str,
+                       label_smoothing: float = 0.1, max_grad_norm: float = 1.0) -> dict[str, float]:
+    """One optimiser step of the discriminator on experts (label 1) vs negatives (label 0)."""
+    device = next(reward_model.parameters()).device
+    questions = [t["question"] for t in experts] + [q for q, _ in negative_pairs]
+    responses = [t["answer"] for t in experts] + [r for _, r in negative_pairs]
+    batch = encode(tokenizer, [format_prompt(q, tokenizer) for q in questions], responses).to(device)
+    is_expert = torch.arange(len(questions), device=device) < len(experts)
+    policy_logp = None
+    if form == "airl":
+        with torch.no_grad():
+            policy_logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)
+    reward_model.train()
+    logits = discriminator_logits(reward_model, batch, form, policy_logp)
+    loss, stats = discriminator_loss(logits, batch.response_mask, is_expert, label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
+    optimizer.step()
+    return stats

@@ -1,0 +1,108 @@
+"""Configuration: one typed dataclass, one help line per field, and named presets.
+
+The CLI (`minirl train`) is built from `TrainConfig`'s fields; a preset is a named set of
+overrides, and options given on the command line override the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for (bad option, path or data): printed as one line."""
+
+
+def opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    algo: str = opt("airl", "pretrain | sft | airl | outcome: what to train (M4, M6)")
+    preset: str = opt("tiny", "named defaults: tiny (CPU, synthetic world), smollm2 (CPU, GSM8K), gsm8k-qwen0.5b (GPU)")
+    out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>)")
+    init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
+                        "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
+    reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a model path/id")
+    data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the hub split 'train'")
+    test_data: str = opt("", "held-out GSM8K problems (.jsonl or 'test'); unused for the synthetic world")
+    seed: int = opt(0, "seed for the world, the model init, sampling and data order")
+    resume: bool = opt(False, "continue the run in --out from its last checkpoint")
+    # ---- the synthetic world (minirl.world)
+    n_demos: int = opt(400, "expert demonstrations (synthetic world)")
+    n_corpus: int = opt(20000, "pretraining corpus size, misconceptions included (synthetic world)")
+    misconception_rate: float = opt(0.7, "chance that each cued misconception is applied in the corpus")
+    leave_out: str = opt("", "a misconception kept out of the demonstrations, e.g. half_as_many")
+    # ---- models
+    size: str = opt("tiny", "tiny model size: tiny (0.7M parameters) or micro (tests)")
+    gguf_file: str = opt("", "GGUF file name inside --init's folder, for quantised checkpoints")
+    max_new_tokens: int = opt(96, "longest sampled response, in tokens")
+    temperature: float = opt(1.0, "sampling temperature; log-probs in training use the same (M4)")
+    top_p: float = opt(1.0, "nucleus sampling threshold (M4 paper: 0.95)")
+    # ---- budget and batch sizes (the three batch knobs)
+    steps: int = opt(120, "optimiser steps (pretrain/sft) or PPO iterations (airl/outcome)")
+    prompts_per_iter: int = opt(8, "prompts per iteration (pretrain/sft: examples per step)")
+    samples_per_prompt: int = opt(8, "samples per prompt, the group of the `group` estimator (M4)")
+    minibatch_size: int = opt(32, "sequences per PPO gradient step")
+    lr: float = opt(2e-4, "policy learning rate (AdamW), decayed linearly to 10% over the run")
+    # ---- PPO (M4)
+    ppo_epochs: int = opt(2, "passes over each rollout batch")
+    clip: float = opt(0.2, "PPO ratio clip epsilon")
+    advantage: str = opt("group", "gae (value head) or group (critic-free, the paper's)")
+    gamma: float = opt(1.0, "discount for GAE / reward-to-go (paper's group estimator: 0.9)")
+    lam: float = opt(0.95, "GAE lambda")
+    kl_beta: float = opt(0.0, "per-token KL penalty to the starting policy (0 = none, the paper's setting)")
+    # ---- discriminator / reward model (M2, M3)
+    head: str = opt("token", "reward head: token (log-prob of a trainable copy) or scalar (Linear(hidden, 1))")
+    form: str = opt("airl", "discriminator form: airl (D = sigmoid(f - log pi)) or logit (D = sigmoid(z))")
+    disc_lr: float = opt(1e-4, "reward model learning rate")
+    disc_warmup: int = opt(200, "discriminator steps on base-policy samples before PPO starts")
+    disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
+    perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
+    label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
+    reward_clip: float = opt(5.0, "clip per-token rewards to [-c, c] (0 = off)")
+    # ---- evaluation
+    eval_every: int = opt(20, "iterations/steps between held-out evaluations and checkpoints")
+    eval_questions: int = opt(100, "held-out questions in the periodic evaluation")
+    final_questions: int = opt(500, "held-out questions in the final evaluation")
+    eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k)")
+
+
+# Presets: common overrides ("*") and per-algorithm ones, on top of TrainConfig's defaults.
+PRESETS: dict[str, dict[str, dict]] = {
+    "tiny": {  # CPU, 2 cores, the synthetic world; sizes from the trials in method.md M9
+        "pretrain": dict(steps=600, prompts_per_iter=64, lr=3e-3, eval_every=200),
+        "sft": dict(steps=200, prompts_per_iter=32, lr=1e-3, eval_every=50),
+        "airl": dict(steps=100, eval_every=20),
+        "outcome": dict(steps=100, eval_every=20, lr=1e-4, kl_beta=0.05),
+    },
+    "smollm2": {  # CPU, a real 135M chat model (`../shared/bin/get-smollm2`) on GSM8K: a smoke-scale run
+        "*": dict(data="../shared/data/gsm8k/train.jsonl", test_data="../shared/data/gsm8k/test.jsonl",
+                  init="~/.cache/minirl-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
+                  disc_lr=1e-5, disc_warmup=20, disc_batch=4, eval_questions=16, final_questions=50,
+                  eval_samples=4, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
+    },
+    "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale
+        "*": dict(data="train", test_data="test", init="Qwen/Qwen2.5-0.5B-Instruct",
+                  reward_init="Qwen/Qwen2.5-0.5B-Instruct", max_new_tokens=320, prompts_per_iter=8,
+                  samples_per_prompt=8, minibatch_size=8, lr=1e-6, disc_lr=1e-5, disc_warmup=50, disc_batch=8,
+                  steps=200, eval_questions=100, final_questions=500, top_p=0.95, gamma=0.9, kl_beta=0.02,
+                  n_demos=3000),
+    },
+}
+
+
+def from_preset(name: str, algo: str = "airl", **overrides) -> TrainConfig:
+    """TrainConfig's defaults, then the preset's ("*" and `algo`), then `overrides`
+    (None values ignored: an option not given on the command line)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    preset = {**PRESETS[name].get("*", {}), **PRESETS[name].get(algo, {})}
+    cfg = replace(TrainConfig(), preset=name, algo=algo, **preset)
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def field_help() -> dict[str, str]:
+    return {f.name: f.metadata["help"] for f in fields(TrainConfig)}

@@ -1,0 +1,196 @@
+"""Data: GSM8K loading, answer checking, perturbed experts (M3), and prompt formatting.
+
+A task is a plain dict `{"question": str, "answer": str}` (the answer is a step-by-step
+solution ending in `#### n`), whether it comes from GSM8K or from the synthetic world
+(`minirl.world`). Everything downstream (training, sampling, scoring) formats prompts with
+`format_prompt`, so a prompt looks the same wherever it is used.
+
+Left out on purpose: other data sets, and any answer format but GSM8K's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from minirl.config import UserError
+from minirl.world import make_world
+
+NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+class DataError(UserError):
+    """Bad input data: the CLI prints it as one line."""
+
+
+# ---------------------------------------------------------------- GSM8K
+
+def load_gsm8k(source: str) -> list[dict[str, str]]:
+    """`source` is a local JSONL file, or a split of the hub data set ("train" / "test")."""
+    path = Path(source)
+    if path.suffix == ".jsonl" or path.exists():
+        return read_jsonl_tasks(path)
+    if source not in ("train", "test"):
+        raise DataError(f"{source}: no such file (give a .jsonl path, or the split 'train' or 'test')")
+    from datasets import load_dataset  # only for users with the hub
+
+    try:
+        rows = load_dataset("openai/gsm8k", "main", split=source)
+    except Exception as e:  # network or hub errors: one readable line
+        raise DataError(f"cannot load openai/gsm8k ({source}) from the hub: {type(e).__name__}") from None
+    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+
+
+def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    tasks = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}:{i}: not valid JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise DataError(f"{path}:{i}: needs string fields 'question' and 'answer'")
+        tasks.append({"question": row["question"], "answer": row["answer"]})
+    if not tasks:
+        raise DataError(f"{path}: no tasks in file")
+    return tasks
+
+
+def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:
+    """The synthetic world (minirl.world) as tasks: "demos" (clean expert solutions),
+    "corpus" (the pretraining corpus, misconceptions applied), "rl" (the corpus problems
+    with their correct solutions, as RL prompts) and "test" (held-out problems)."""
+    world = make_world(seed, **world_kwargs)
+
+    def task(p, answer: str) -> dict:
+        return {"question": p.question, "answer": answer, "kind": p.kind, "cues": p.cues}
+
+    return {"demos": [task(p, p.solution()) for p in world.demos],
+            "corpus": [task(p, sol) for p, sol in world.corpus],
+            "rl": [task(p, p.solution()) for p, _ in world.corpus],
+            "test": [task(p, p.solution()) for p in world.test]}
+
+
+# ---------------------------------------------------------------- answers
+
+def extract_answer(text: str) -> float | None:
+    """The number after the last `####`, else the last number in the text (None if none)."""
+    tail = text.rsplit("####", 1)[1] if "####" in text else text
+    found = NUMBER.findall(tail) or NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", "").replace("$", ""))
+    except ValueError:
+        return None
+
+
+def is_correct(completion: str, gold: str) -> bool:
+    pred, want = extract_answer(completion), extract_answer(gold)
+    return pred is not None and want is not None and abs(pred - want) < 1e-6
+
+
+# ---------------------------------------------------------------- perturbed experts (M3)
+# Each returns (perturbed text, (start, end) character span of the first change); the
+# span is ground truth for error localisation (M7). None when a rule does not apply.
+
+CALC = re.compile(r"<<([^=<>]+)=([^<>]+)>>(-?[\d.,]+)")
+
+
+def perturb_result(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
+    """Corrupt one step's result: the value after a `<<a op b=r>>` annotation (and the
+    annotation itself), as if the step was computed wrong."""
+    calcs = list(CALC.finditer(text))
+    if not calcs:
+        return None
+    m = rng.choice(calcs)
+    value = _as_number(m.group(3))
+    if value is None:
+        return None
+    new = _fmt(value + rng.choice([-2, -1, 1, 2]))
+    repl = f"<<{m.group(1)}={new}>>{new}"
+    return text[: m.start()] + repl + text[m.end():], (m.start() + len(m.group(1)) + 3, m.start() + len(repl))
+
+
+def perturb_operator(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
+    """Flip one arithmetic operator inside a calculator annotation (the result is kept)."""
+    spots = [m for m in re.finditer(r"(?<=\d)\s*([+\-*/x])\s*(?=\d)", text)]
+    if not spots:
+        return None
+    m = rng.choice(spots)
+    op = m.group(1)
+    new = rng.choice([o for o in "+-*/" if o != op])
+    i = m.start(1)
+    return text[:i] + new + text[i + 1:], (i, i + 1)
+
+
+def perturb_final(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
+    """Nudge the final answer after `####` by +-1."""
+    m = re.search(r"####\s*(-?[\d,.]+)", text)
+    value = _as_number(m.group(1)) if m else None
+    if m is None or value is None:
+        return None
+    new = _fmt(value + rng.choice([-1, 1]))
+    return text[: m.start(1)] + new + text[m.end(1):], (m.start(1), m.start(1) + len(new))
+
+
+def perturb_numbers(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
+    """Shift about a quarter of the numbers in the solution by +-1..2 (at least one)."""
+    nums = [m for m in re.finditer(r"(?<![\d.])\d+(?![\d.])", text)]
+    if not nums:
+        return None
+    chosen = sorted(rng.sample(nums, max(1, len(nums) // 4)), key=lambda m: m.start())
+    pieces, last = [], 0
+    for m in chosen:
+        new = int(m.group()) + rng.choice([-2, -1, 1, 2])
+        pieces += [text[last: m.start()], str(new if new >= 0 else int(m.group()) + 1)]
+        last = m.end()
+    first = chosen[0].start()  # nothing before the first changed number moved
+    return "".join(pieces) + text[last:], (first, first + len(pieces[1]))
+
+
+PERTURBATIONS = {"result": perturb_result, "operator": perturb_operator, "final": perturb_final, "numbers": perturb_numbers}
+
+
+def perturb(text: str, rng: random.Random, kind: str | None = None) -> tuple[str, tuple[int, int], str] | None:
+    """Apply one perturbation rule (`kind`, or a random applicable one). Returns
+    (text, span of the first change, kind), never the original text unchanged."""
+    if kind is not None and kind not in PERTURBATIONS:
+        raise DataError(f"unknown perturbation {kind!r}; choose from {', '.join(PERTURBATIONS)}")
+    kinds = [kind] if kind else rng.sample(list(PERTURBATIONS), len(PERTURBATIONS))
+    for k in kinds:
+        got = PERTURBATIONS[k](text, rng)
+        if got is not None and got[0] != text:
+            return got[0], got[1], k
+    return None
+
+
+def _as_number(s: str) -> float | None:
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# ---------------------------------------------------------------- prompts
+
+PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
+SYSTEM = "Solve the math problem step by step. End with '#### ' and the final number."
+
+
+def format_prompt(question: str, tokenizer) -> str:
+    """The chat template for instruct models, a plain template for tiny models."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return PLAIN_TEMPLATE.format(question=question)

@@ -1,0 +1,179 @@
+"""Models: the tiny tokenizer and LM, loading real models, and the reward model (M2).
+
+- `build_tokenizer` fits a byte-level BPE with every digit its own token (a few hundred
+  tokens, ~150 per synthetic problem) and wraps it as a transformers fast tokenizer.
+- `build_tiny_lm` makes a small Llama from a named size; `load_lm` loads a hub id, a local
+  folder or a GGUF file; both return ordinary transformers causal LMs.
+- `RewardModel` is a causal LM backbone with one of two heads (M2):
+  `scalar`: Linear(hidden, 1) -> one logit z_t per position (the paper's);
+  `token`:  the backbone keeps its LM head and f_t = log softmax(logits)[y_t] (ours, M9).
+- `token_logprobs` is the one place log pi(y_t | x, y_<t) is computed (sampling, PPO,
+  discriminator and evaluation all use it, so the temperature is applied identically).
+
+Batches everywhere use one layout: prompts left-padded, responses right-padded,
+`input_ids` [B, T]; per-token arrays are aligned with the token they score (column 0 = 0).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from minirl.config import UserError
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+TINY_SIZES = {  # name: (hidden, layers, heads, mlp)
+    "tiny": (128, 3, 4, 384),
+    "micro": (64, 2, 2, 128),  # for tests
+}
+SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>"}
+
+
+class ModelError(UserError):
+    """A model that cannot be found or loaded: the CLI prints it as one line."""
+
+
+def pick_device() -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 where available, else CPU with fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+# ---------------------------------------------------------------- tokenizer and tiny LM
+
+def build_tokenizer(texts: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS)
+
+
+def build_tiny_lm(tokenizer: PreTrainedTokenizerFast, size: str = "tiny", seed: int = 0) -> LlamaForCausalLM:
+    if size not in TINY_SIZES:
+        raise ModelError(f"unknown tiny size {size!r}; choose from {', '.join(TINY_SIZES)}")
+    hidden, layers, heads, mlp = TINY_SIZES[size]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=mlp,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a run folder's `policy/`, a local model folder, a .gguf file
+    or a hub id. A .gguf path is split into its folder and file name (M5 of issue: offline)."""
+    path = Path(name)
+    if path.suffix == ".gguf":
+        path, gguf_file = path.parent, path.name
+    if (path / "policy").is_dir():  # a minirl run folder
+        path = path / "policy"
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if not path.exists() and ("/" not in name or name.startswith((".", "/"))):
+        raise ModelError(f"{name}: no such model folder or file")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+    except OSError as e:
+        raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:  # many chat models have none; EOS masking copes (M4)
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def hidden_size(lm: nn.Module) -> int:
+    return lm.config.get_text_config().hidden_size
+
+
+# ---------------------------------------------------------------- log-probs
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token of each left-padded row (M4)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               temperature: float = 1.0, value_head: nn.Module | None = None, with_entropy: bool = False):
+    """One forward pass -> (logp, entropy, values), each [B, T] and aligned with the token
+    it concerns (column 0 = 0): logp[:, t] = log pi(y_t | y_<t) with the logits divided by
+    the sampling temperature (M4); values[:, t] = V(state before y_t) from `value_head`.
+    entropy and values are None unless asked for."""
+    out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+             output_hidden_states=value_head is not None)
+    logits = out.logits[:, :-1].float() / temperature  # [B, T-1, V]: position t predicts token t+1
+    logz = torch.logsumexp(logits, dim=-1)  # [B, T-1]
+    logp = F.pad(logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - logz, (1, 0))  # [B, T]
+    entropy = values = None
+    if with_entropy:
+        with torch.no_grad():
+            probs = torch.softmax(logits, dim=-1)
+            entropy = F.pad(logz - (probs * logits).sum(-1), (1, 0))
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, :-1]  # [B, T-1, H]
+        values = F.pad(value_head(hidden.float()).squeeze(-1), (1, 0))
+    return logp, entropy, values
+
+
+def token_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """log pi(y_t | y_<t) for every token, [B, T] (column 0 = 0)."""
+    return lm_forward(lm, input_ids, attention_mask, temperature)[0]
+
+
+# ---------------------------------------------------------------- reward model (M2)
+
+class RewardModel(nn.Module):
+    """A causal LM backbone with a `scalar` or `token` reward head (method.md M2)."""
+
+    def __init__(self, lm: nn.Module, head: str = "token"):
+        super().__init__()
+        if head not in ("scalar", "token"):
+            raise ModelError(f"unknown reward head {head!r}; choose 'scalar' or 'token'")
+        self.lm, self.head_kind = lm, head
+        self.head = nn.Linear(hidden_size(lm), 1) if head == "scalar" else None
+        if self.head is not None:
+            nn.init.zeros_(self.head.weight)  # start uninformative: z_t = 0 (D = 0.5 in `logit` form)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The learned reward f_t (= z_t) for every token, [B, T], aligned with the token
+        it scores: the value at column t sees only (x, y_<=t) (causal)."""
+        if self.head_kind == "token":  # M2 token head: f_t = log pi_phi(y_t | x, y_<t)
+            return token_logprobs(self.lm, input_ids, attention_mask)
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    position_ids=position_ids(attention_mask)).last_hidden_state
+        return self.head(hidden.float()).squeeze(-1)  # [B, T]
+
+    def save(self, folder: str | Path, tokenizer=None) -> None:
+        folder = Path(folder)
+        self.lm.save_pretrained(folder / "backbone")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder / "backbone")
+        if self.head is not None:
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / "head.safetensors")
+        (folder / "reward.json").write_text(json.dumps({"head": self.head_kind}))
+
+    @classmethod
+    def load(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+        folder = Path(folder)
+        if not (folder / "reward.json").is_file():
+            raise ModelError(f"{folder}: not a reward model folder (no reward.json)")
+        head = json.loads((folder / "reward.json").read_text())["head"]
+        lm, _ = load_lm(str(folder / "backbone"), dtype=dtype)
+        rm = cls(lm, head)
+        if rm.head is not None:
+            rm.head.load_state_dict(load_file(folder / "head.safetensors"))
+        return rm

@@ -1,0 +1,167 @@
+"""Reranking: sample N solutions per question, score them, keep the best (method.md M5, M7).
+
+`sample_and_score` produces one record per question (its N samples, their correctness,
+the policy's mean token log-prob, and the reward model's per-token rewards); everything
+else is computed from those records, which are saved as JSON lines so that metrics can be
+recomputed without sampling again. `rerank_table` turns records into success@k|N for every
+trace aggregator beside the baselines that could embarrass it: the random pick's expected
+accuracy, majority vote, the policy's own log-prob, and the oracle.
+
+Left out on purpose: tree search and step-level beam search; reranking here is best-of-N.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from minirl.data import extract_answer, format_prompt, is_correct
+from minirl.metrics import (
+    auroc,
+    bootstrap_ci,
+    majority_success,
+    pass_at_k,
+    random_success_at_k,
+    success_at_k,
+    welch_t,
+    within_question_auroc,
+)
+from minirl.models import RewardModel, token_logprobs
+from minirl.ppo import encode, sample
+
+AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
+
+
+@torch.no_grad()
+def sample_and_score(policy, tokenizer, tasks: list[dict], n: int, max_new_tokens: int,
+                     reward_model: RewardModel | None = None, temperature: float = 1.0, top_p: float = 1.0,
+                     batch_size: int = 256, progress: bool = True) -> list[dict]:
+    """N samples per task, each with correctness, mean policy log-prob and per-token rewards."""
+    policy.eval()
+    records = [{"question": t["question"], "gold": t["answer"], "kind": t.get("kind"), "samples": []} for t in tasks]
+    jobs = [i for i in range(len(tasks)) for _ in range(n)]  # task index of every sample
+    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start: start + batch_size]
+        prompts = [format_prompt(tasks[i]["question"], tokenizer) for i in chunk]
+        batch = sample(policy, tokenizer, prompts, max_new_tokens, temperature, top_p)
+        mask = batch.response_mask.bool()
+        logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)  # [B, T], at T = 1
+        rewards = reward_model(batch.input_ids, batch.attention_mask) if reward_model is not None else None
+        for row, (i, text) in enumerate(zip(chunk, batch.texts(tokenizer))):
+            ids = batch.input_ids[row][mask[row]].tolist()
+            records[i]["samples"].append({
+                "text": text,
+                "answer": extract_answer(text),
+                "correct": is_correct(text, tasks[i]["answer"]),
+                "logprob": logp[row][mask[row]].mean().item(),
+                "tokens": [tokenizer.decode([t]) for t in ids],
+                "rewards": rewards[row][mask[row]].tolist() if rewards is not None else None,
+            })
+        bar.update(len(chunk))
+    bar.close()
+    return records
+
+
+@torch.no_grad()
+def score_texts(policy, tokenizer, questions: list[str], responses: list[str],
+                reward_model: RewardModel | None = None) -> list[dict]:
+    """Teacher-forced scoring of given responses: per response token its text piece, the
+    policy's log-prob and (with a reward model) the learned reward f_t (M2, M7)."""
+    device = next(policy.parameters()).device
+    batch = encode(tokenizer, [format_prompt(q, tokenizer) for q in questions], responses).to(device)
+    mask = batch.response_mask.bool()
+    logp = token_logprobs(policy.eval(), batch.input_ids, batch.attention_mask)
+    rewards = reward_model.eval()(batch.input_ids, batch.attention_mask) if reward_model is not None else None
+    out = []
+    for row in range(len(questions)):
+        ids = batch.input_ids[row][mask[row]].tolist()
+        out.append({"tokens": [tokenizer.decode([t]) for t in ids], "logprobs": logp[row][mask[row]].tolist(),
+                    "rewards": rewards[row][mask[row]].tolist() if rewards is not None else None})
+    return out
+
+
+def aggregate(rewards: list[float], tokens: list[str], how: str, gamma: float = 0.9) -> float:
+    """One score per trace from its token rewards (M5). `discounted` is the paper's selector:
+    the discounted reward-to-go G_t = sum_{k>=t} gamma^(k-t) r_k, averaged over the answer
+    part of the trace (from the line holding `####`; the last line when there is none)."""
+    if not rewards:
+        return float("-inf")
+    if how == "mean":
+        return sum(rewards) / len(rewards)
+    if how == "sum":
+        return sum(rewards)
+    if how == "min":
+        return min(rewards)
+    if how == "last":
+        return rewards[-1]
+    if how != "discounted":
+        raise ValueError(f"unknown aggregator {how!r}; choose from {', '.join(AGGREGATORS)}")
+    to_go, running = [0.0] * len(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        to_go[t] = running
+    text = "".join(tokens)
+    marker = text.rfind("####")
+    line_start = text.rfind("\n", 0, marker if marker >= 0 else len(text.rstrip("\n"))) + 1
+    ends = [sum(len(t) for t in tokens[: i + 1]) for i in range(len(tokens))]  # char end of each token
+    start = next((i for i, end in enumerate(ends) if end > line_start), 0)
+    window = to_go[start:] or to_go
+    return sum(window) / len(window)
+
+
+def question_scores(record: dict, method: str) -> list[float]:
+    """The score of each of a question's samples under `method` (a reward aggregator,
+    `logprob`, or `oracle`)."""
+    samples = record["samples"]
+    if method == "logprob":
+        return [s["logprob"] for s in samples]
+    if method == "oracle":
+        return [float(s["correct"]) for s in samples]
+    return [aggregate(s["rewards"], s["tokens"], method) for s in samples]
+
+
+def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_reward: bool = True) -> dict:
+    """{method: {"success@k": ..., "success@k_ci": [lo, hi], "auroc": ..., ...}} (M5, M7)."""
+    n = min(len(r["samples"]) for r in records)
+    ks = tuple(k for k in ks if k <= n)
+    correct = [[s["correct"] for s in r["samples"]] for r in records]
+    table: dict[str, dict] = {}
+
+    def add(method: str, per_question: dict[int, list[float]]) -> None:
+        row = table.setdefault(method, {})
+        for k, values in per_question.items():
+            row[f"success@{k}"] = sum(values) / len(values)
+            row[f"success@{k}_ci"] = list(bootstrap_ci(values))
+
+    add("random", {k: [random_success_at_k(c, k) for c in correct] for k in ks})
+    add("majority", {1: [majority_success([s["answer"] for s in r["samples"]], c) for r, c in zip(records, correct)]})
+    methods = ["logprob", "oracle"] + (list(AGGREGATORS) if with_reward and records[0]["samples"][0]["rewards"]
+                                       is not None else [])
+    for method in methods:
+        scores = [question_scores(r, method) for r in records]
+        add(method, {k: [success_at_k(s, c, k) for s, c in zip(scores, correct)] for k in ks})
+        if method != "oracle":
+            flat_s = [x for s in scores for x in s]
+            flat_c = [x for c in correct for x in c]
+            groups = [q for q, s in enumerate(scores) for _ in s]
+            within, n_q = within_question_auroc(flat_s, flat_c, groups)
+            table[method].update({"auroc": within, "auroc_questions": n_q, "auroc_pooled": auroc(flat_s, flat_c),
+                                  "welch_t": welch_t([x for x, c in zip(flat_s, flat_c) if c],
+                                                     [x for x, c in zip(flat_s, flat_c) if not c])})
+    table["pass@k"] = {f"pass@{k}": sum(pass_at_k(len(c), sum(c), k) for c in correct) / len(correct) for k in ks}
+    return table
+
+
+def save_records(records: list[dict], path: str | Path) -> None:
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def load_records(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+

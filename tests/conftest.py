@@ -1,0 +1,47 @@
+"""Shared fixtures: a small tokenizer fitted on synthetic-world text, and micro LMs (milliseconds to build)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from minirl.data import format_prompt, synthetic_tasks
+from minirl.models import build_tiny_lm, build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def corpus_texts() -> list[str]:
+    """200 prompt + solution texts from the synthetic world (seed 0)."""
+    tasks = synthetic_tasks(0, n_demos=20, n_corpus=200, n_test=20)
+    return [format_prompt(t["question"], None) + t["answer"] for t in tasks["corpus"]]
+
+
+@pytest.fixture(scope="session")
+def tok(corpus_texts):
+    """Shared, never mutated: tests that need other special tokens build their own."""
+    return build_tokenizer(corpus_texts, vocab_size=300)
+
+
+@pytest.fixture
+def lm(tok):
+    """A fresh micro Llama (seed 0) in eval mode."""
+    return build_tiny_lm(tok, "micro", seed=0).eval()
+
+
+def add_eos_bias(model: nn.Module, eos_id: int, bias: float) -> nn.Module:
+    """Give the LM head a bias that makes EOS likely, so that sampled rows end at different
+    lengths. The head keeps the (tied) embedding weight; only the bias is new."""
+    head = nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    head.weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[eos_id] = bias
+    model.lm_head = head
+    return model
+
+
+@pytest.fixture
+def eos_lm(tok):
+    """A micro LM whose EOS logit is raised by 5 (p(EOS) ~ 1/3 per step at temperature 1)."""
+    return add_eos_bias(build_tiny_lm(tok, "micro", seed=0), tok.eos_token_id, 5.0).eval()

@@ -1,0 +1,146 @@
+"""Tests for minirl.viz: faithful text, palette direction, lowest / marked tokens, step sums, plain fallback."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.color import ColorTriplet
+from rich.console import Console
+from rich.style import Style
+from rich.text import Text
+
+from minirl.viz import plain_trace, print_trace, render_trace, reward_style, split_steps, trace_text
+
+TOKENS = ["Gus", " has", " 3", " apples", ".\n", "He", " buys", "  4", "\n\n", "####", " 7"]
+REWARDS = [0.1, 0.05, 0.3, 0.2, 0.0, 0.1, -0.4, -2.5, 0.1, 0.2, -1.0]  # lowest: token 7 '  4'
+
+
+def colour_console(file: io.StringIO | None = None) -> Console:
+    return Console(record=True, width=100, force_terminal=True, color_system="truecolor", file=file or io.StringIO())
+
+
+def token_styles(text: Text, tokens: list[str]) -> list[Style]:
+    """The style in effect at the first character of each token."""
+    console, styles, offset = colour_console(), [], 0
+    for token in tokens:
+        styles.append(text.get_style_at_offset(console, offset))
+        offset += len(token)
+    return styles
+
+
+def background(style: Style) -> ColorTriplet:
+    assert style.bgcolor is not None, f"no background in {style}"
+    return style.bgcolor.get_truecolor()
+
+
+def test_reward_style_diverges_around_zero() -> None:
+    assert reward_style(0.0, 1.0) == ""
+    red, green = background(Style.parse(reward_style(-0.5, 1.0))), background(Style.parse(reward_style(0.5, 1.0)))
+    assert red.red > red.green and red.red > red.blue
+    assert green.green > green.red and green.green > green.blue
+    # intensity grows with |value| and clips at scale
+    weak, strong = background(Style.parse(reward_style(-0.2, 1.0))), background(Style.parse(reward_style(-0.9, 1.0)))
+    assert strong.green < weak.green
+    assert reward_style(-5.0, 1.0) == reward_style(-1.0, 1.0) != reward_style(-0.9, 1.0)
+    with pytest.raises(ValueError):
+        reward_style(1.0, 0.0)
+
+
+def test_trace_text_is_faithful_and_coloured_by_sign() -> None:
+    text = trace_text(TOKENS, REWARDS)
+    assert text.plain == "".join(TOKENS)
+    styles = token_styles(text, TOKENS)
+    for reward, style in zip(REWARDS, styles, strict=True):
+        if abs(reward) / 2.5 < 0.05:
+            assert style.bgcolor is None
+        elif reward < 0:
+            assert background(style).red > background(style).green
+        else:
+            assert background(style).green > background(style).red
+
+
+def test_exported_terminal_text_keeps_tokens_spaces_and_newlines() -> None:
+    console = colour_console()
+    print_trace(TOKENS, REWARDS, console, title="demo")
+    exported = console.export_text()
+    assert "".join(TOKENS) in exported  # in order, double space and blank line kept
+    assert exported.startswith("demo\nGus has 3 apples.\nHe buys  4\n\n#### 7\n")
+    assert "\x1b[" in console.file.getvalue()  # the colour path really ran
+
+
+def test_lowest_token_is_marked_and_reported() -> None:
+    styles = token_styles(trace_text(TOKENS, REWARDS), TOKENS)
+    assert [i for i, s in enumerate(styles) if s.bold and s.underline] == [7]
+    console = colour_console()
+    console.print(render_trace(TOKENS, REWARDS))
+    assert "lowest reward: token 7 '  4' (-2.50)" in console.export_text()
+
+
+def test_mark_range_is_styled_and_reported() -> None:
+    styles = token_styles(trace_text(TOKENS, REWARDS, mark=(5, 7)), TOKENS)
+    assert [i for i, s in enumerate(styles) if s.italic and s.reverse] == [5, 6]
+    console = colour_console()
+    console.print(render_trace(TOKENS, REWARDS, mark=(5, 7)))
+    assert "marked change: tokens 5-6 'He buys'" in console.export_text()
+    with pytest.raises(ValueError):
+        render_trace(TOKENS, REWARDS, mark=(3, 3))
+
+
+def test_step_sums_attribute_newline_to_the_line_it_ends() -> None:
+    steps = split_steps(["a", " b", "\n", "c"], [1.0, -2.0, 0.5, 3.0])
+    assert steps == [(0, 3, pytest.approx(-0.5)), (3, 4, pytest.approx(3.0))]
+    # "\n\n" ends one step (no empty step); a mid-token newline ends the step the token starts in
+    assert [s[:2] for s in split_steps(TOKENS, REWARDS)] == [(0, 5), (5, 9), (9, 11)]
+    assert [s[:2] for s in split_steps(["x.\nY", "z"], [1.0, 2.0])] == [(0, 1), (1, 2)]
+
+
+def test_render_shows_step_sums_lowest_step_and_legend() -> None:
+    console = colour_console()
+    console.print(render_trace(["a", " b", "\n", "c"], [1.0, -2.0, 0.5, 3.0]))
+    out = console.export_text(clear=False)
+    assert "step 1: -0.50 (3 tokens)  a b" in out
+    assert "step 2: +3.00 (1 token)  c" in out
+    assert "-3.00" in out and "+3.00" in out  # legend ends at -scale .. +scale
+    exported = console.export_text(styles=True)
+    step1 = next(line for line in exported.splitlines() if "step 1:" in line)
+    step2 = next(line for line in exported.splitlines() if "step 2:" in line)
+    assert "\x1b[1;31m" in step1 and "\x1b[" not in step2  # lowest step highlighted
+
+
+def test_explicit_scale_is_used() -> None:
+    text = trace_text(["a", "b"], [-1.0, 1.0], scale=10.0)
+    assert token_styles(text, ["a", "b"])[1].bgcolor == Style.parse(reward_style(1.0, 10.0)).bgcolor
+    console = colour_console()
+    console.print(render_trace(["a", "b"], [-1.0, 1.0], scale=10.0))
+    assert "-10.00" in console.export_text()
+
+
+@pytest.mark.parametrize("console_kwargs", [{"no_color": True, "force_terminal": True}, {"color_system": None}])
+def test_plain_fallback_has_no_escapes_and_keeps_numbers(console_kwargs: dict) -> None:
+    file = io.StringIO()
+    print_trace(TOKENS, REWARDS, Console(file=file, width=100, **console_kwargs), mark=(5, 7))
+    out = file.getvalue()
+    assert "\x1b" not in out
+    assert out.strip() == plain_trace(TOKENS, REWARDS, mark=(5, 7))
+    assert "     7  '  4'      -2.50  <-- lowest" in out
+    assert "     5  'He'       +0.10  [marked]" in out
+    assert "step 2: -2.70 (4 tokens)  He buys  4  <-- lowest step" in out
+    assert "colour scale 2.50" in out
+    assert "'\\n\\n'" in out  # newlines shown escaped, one token per line
+
+
+def test_mismatched_lengths_raise() -> None:
+    with pytest.raises(ValueError):
+        render_trace(["a", "b"], [1.0])
+    with pytest.raises(ValueError):
+        plain_trace(["a"], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        print_trace(["a"], [], colour_console())
+
+
+def test_empty_trace() -> None:
+    console = colour_console()
+    print_trace([], [], console)
+    assert "(empty trace)" in console.export_text()
+    assert plain_trace([], []) == "(empty trace)"
