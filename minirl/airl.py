@@ -38,7 +38,7 @@ def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
 
 
 def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_expert: torch.Tensor,
-                       label_smoothing: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
+                       label_smoothing: float = 0.1) -> torch.Tensor:
     """M2: token-level BCE on response tokens, per-sequence length-normalised, targets
     1 - s/2 (expert) and s/2 (policy), the two classes weighted equally.
     logits, response_mask: [B, T]; is_expert: [B] bool."""
@@ -46,14 +46,23 @@ def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_exp
     target = torch.where(is_expert, 1 - label_smoothing / 2, label_smoothing / 2)[:, None].expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # [B, T]
     per_seq = (bce * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
-    loss = 0.5 * per_seq[is_expert].mean() + 0.5 * per_seq[~is_expert].mean()
-    with torch.no_grad():  # a sequence is called expert when its mean token D > 0.5
-        mean_logit = (logits * mask).sum(1) / mask.sum(1).clamp(min=1)
-        said_expert = mean_logit > 0
-        stats = {"disc_loss": loss.item(),
-                 "disc_acc_expert": said_expert[is_expert].float().mean().item(),
-                 "disc_acc_policy": (~said_expert[~is_expert]).float().mean().item()}
-    return loss, stats
+    return 0.5 * per_seq[is_expert].mean() + 0.5 * per_seq[~is_expert].mean()
+
+
+@torch.no_grad()
+def discriminator_stats(logits: torch.Tensor, response_mask: torch.Tensor, source: list[str]) -> dict[str, float]:
+    """Accuracy and mean per-token logit for each source ("expert", "policy", "perturbed"):
+    a sequence is called expert when its mean token logit is above 0 (mean D > 1/2)."""
+    mask = response_mask.float()
+    mean_logit = (logits * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
+    stats = {}
+    for name in ("expert", "policy", "perturbed"):
+        rows = [i for i, s in enumerate(source) if s == name]
+        if rows:
+            said_expert = (mean_logit[rows] > 0).float().mean().item()
+            stats[f"disc_acc_{name}"] = said_expert if name == "expert" else 1 - said_expert
+            stats[f"disc_logit_{name}"] = mean_logit[rows].mean().item()
+    return stats
 
 
 def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_logp: torch.Tensor,
@@ -68,38 +77,40 @@ def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_lo
 
 
 def negatives(expert_tasks: list[dict], samples: list[tuple[str, str]], k_perturbed: int,
-              rng: random.Random) -> list[tuple[str, str]]:
+              rng: random.Random) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Negative (question, response) pairs (M3): the policy's samples, except any identical
-    to an expert trace of the same question (M9: they made the loss stall at log 2), plus
-    `k_perturbed` corrupted copies of each expert trace."""
+    to an expert trace of the same question (M9: they made the loss stall at log 2); and
+    `k_perturbed` corrupted copies of each expert trace. Returns (policy, perturbed)."""
     expert = {t["question"]: t["answer"].strip() for t in expert_tasks}
-    out = [(q, r) for q, r in samples if expert.get(q) != r.strip()]
+    policy = [(q, r) for q, r in samples if expert.get(q) != r.strip()]
+    perturbed = []
     for t in expert_tasks:
         for _ in range(k_perturbed):
             got = perturb(t["answer"], rng)
             if got is not None:
-                out.append((t["question"], got[0]))
-    return out
+                perturbed.append((t["question"], got[0]))
+    return policy, perturbed
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
-                       experts: list[dict], negative_pairs: list[tuple[str, str]], form: str,
-                       label_smoothing: float = 0.1, max_grad_norm: float = 1.0) -> dict[str, float]:
-    """One optimiser step of the discriminator on experts (label 1) vs negatives (label 0)."""
+                       experts: list[dict], policy_pairs: list[tuple[str, str]], perturbed_pairs: list[tuple[str, str]],
+                       form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0) -> dict[str, float]:
+    """One optimiser step of the discriminator on experts (label 1) vs the policy's samples
+    and perturbed experts (label 0); returns the loss and per-source diagnostics."""
     device = next(reward_model.parameters()).device
-    questions = [t["question"] for t in experts] + [q for q, _ in negative_pairs]
-    responses = [t["answer"] for t in experts] + [r for _, r in negative_pairs]
-    batch = encode(tokenizer, [format_prompt(q, tokenizer) for q in questions], responses).to(device)
-    is_expert = torch.arange(len(questions), device=device) < len(experts)
+    pairs = [(t["question"], t["answer"]) for t in experts] + policy_pairs + perturbed_pairs
+    source = ["expert"] * len(experts) + ["policy"] * len(policy_pairs) + ["perturbed"] * len(perturbed_pairs)
+    batch = encode(tokenizer, [format_prompt(q, tokenizer) for q, _ in pairs], [r for _, r in pairs]).to(device)
+    is_expert = torch.tensor([s == "expert" for s in source], device=device)
     policy_logp = None
     if form == "airl":
         with torch.no_grad():
             policy_logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)
     reward_model.train()
     logits = discriminator_logits(reward_model, batch, form, policy_logp)
-    loss, stats = discriminator_loss(logits, batch.response_mask, is_expert, label_smoothing)
+    loss = discriminator_loss(logits, batch.response_mask, is_expert, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
-    return stats
+    return {"disc_loss": loss.item(), **discriminator_stats(logits.detach(), batch.response_mask, source)}

@@ -21,7 +21,7 @@ from minirl.config import TrainConfig, UserError, from_preset
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
                        "demonstrations, train a policy with PPO on it, rerank and inspect with it.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
@@ -30,7 +30,7 @@ def user_errors() -> Iterator[None]:
     """Turn a user's mistake into one readable line and exit code 1; bugs still raise."""
     try:
         yield
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(1) from None
 
@@ -150,7 +150,7 @@ def inspect(
     out = Console()
     with user_errors():
         if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
-            raise DataError(f"--perturb {perturb_kind!r}: unknown rule; choose from {', '.join(PERTURBATIONS)}")
+            raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
         if trace is not None and trace_file is not None:
             raise DataError("give --trace or --trace-file, not both")
         if localisation is not None and localisation < 1:
@@ -165,7 +165,8 @@ def inspect(
         what = {"token": "reward f - log pi per token", "scalar": "reward z per token"}.get(
             head, "policy log-prob log pi per token")
         if reward_model is None:
-            err.print(f"[yellow]note:[/] {run} has no reward model (no reward/ inside): showing the policy's log-prob")
+            err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead",
+                      soft_wrap=True)
         test: list[dict] = []
         if localisation is not None or text is None:
             if not config:
@@ -182,7 +183,7 @@ def inspect(
                 return
             settings = [("perturbed experts", figures["perturbed"]), ("own wrong samples", figures["samples"])]
             table = Table(title=f"error localisation: is the lowest-scoring token inside the error? "
-                                f"({run}, {head or 'no reward model'} head)")
+                                f"({run}, {f'{head} head' if head else 'no reward model'})")
             table.add_column("score")
             for name, figs in settings:
                 if figs is not None:
@@ -190,8 +191,9 @@ def inspect(
                     table.add_column(f"{name}\nhit@3", justify="right")
             for label, key in [("reward f", "reward"), ("reward f - log pi", "reward_minus_logprob"),
                                ("policy log-prob", "policy_logprob"), ("chance", "chance")]:
-                cells = [figs[h].get(key) for _, figs in settings if figs is not None for h in ("hit@1", "hit@3")]
-                table.add_row(label, *("-" if v is None else f"{v:.2f}" for v in cells))
+                if key in figures["perturbed"]["hit@1"]:  # the reward rows only with a reward model
+                    cells = [figs[h][key] for _, figs in settings if figs is not None for h in ("hit@1", "hit@3")]
+                    table.add_row(label, *("-" if v is None else f"{v:.2f}" for v in cells))
             perturbed, samples = figures["perturbed"], figures["samples"]
             table.caption = (f"{perturbed['n']} perturbed held-out expert traces (target: the first change); "
                              + (f"{samples['n']} wrong samples of {samples['sampled']} held-out questions (target: "
@@ -208,8 +210,7 @@ def inspect(
             where, question_text, gold = "your question", text, None
         else:
             if not 0 <= question < len(test):
-                raise DataError(f"--question {question}: out of range; the held-out set has {len(test)} questions "
-                                f"(0..{len(test) - 1})")
+                raise DataError(f"--question {question}: out of range 0..{len(test) - 1} (the held-out set)")
             where = f"held-out question {question}"
             question_text, gold = test[question]["question"], test[question]["answer"]
         marks: list[tuple[int, int] | None] = []  # character spans to mark, one per trace
@@ -228,7 +229,7 @@ def inspect(
                 batch = sample(policy, tokenizer, [format_prompt(question_text, tokenizer)], max_new, cfg.temperature,
                                cfg.top_p)
                 response = batch.texts(tokenizer)[0]
-            responses, labels = [response], ["given trace" if trace or trace_file else "sampled trace"]
+            responses, labels = [response], ["given trace" if trace is not None or trace_file else "sampled trace"]
             wrong = gold is not None and not is_correct(response, gold)
             marks = [localise.first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None]
         results = score_texts(policy, tokenizer, [question_text] * len(responses), responses, reward_model)
@@ -242,13 +243,16 @@ def inspect(
             return
         out.print(Text.assemble((f"{where}: ", "bold"), question_text))
         scale = max((abs(v) for vs in values for v in vs), default=0.0) or 1.0  # one colour scale for all traces
-        for label, x, r, v, m in zip(labels, responses, results, values, token_marks, strict=True):
+        for label, x, r, v, m, mark in zip(labels, responses, results, values, token_marks, marks, strict=True):
             head_name = f"{head} head" if head else "no reward model"
             viz.print_trace(r["tokens"], v, out, title=f"{label} · {where} · {head_name}: {what}", mark=m, scale=scale)
             if gold is not None and perturb_kind is None:
                 expected = gold.split("####")[-1].strip()
                 out.print(f"answer {'right' if is_correct(x, gold) else 'wrong'} (expected {expected})"
-                          + ("; marked: the first line that differs from the right solution" if m else ""))
+                          + ("; marked: the first line that differs from the right solution" if m else ""),
+                          soft_wrap=True)
+            if m is None and mark is not None:
+                out.print("(the change cannot be marked: these tokens, decoded one by one, do not spell the text)")
             if m is not None and len(r["tokens"]) > 1:
                 hit = localise.hit_at_k(v, m, 1)
                 out.print(f"lowest non-EOS token inside the marked span: {'yes' if hit else 'no'}")

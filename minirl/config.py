@@ -32,7 +32,7 @@ class TrainConfig:
     # ---- the synthetic world (minirl.world)
     n_demos: int = opt(400, "expert demonstrations (synthetic world)")
     n_corpus: int = opt(20000, "pretraining corpus size, misconceptions included (synthetic world)")
-    misconception_rate: float = opt(0.7, "chance that each cued misconception is applied in the corpus")
+    misconception_rate: float = opt(0.6, "chance that each cued misconception is applied in the corpus (trial: 0.7)")
     leave_out: str = opt("", "a misconception kept out of the demonstrations, e.g. half_as_many")
     # ---- models
     size: str = opt("tiny", "tiny model size: tiny (0.7M parameters) or micro (tests)")

@@ -80,13 +80,13 @@ def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:
 # ---------------------------------------------------------------- answers
 
 def extract_answer(text: str) -> float | None:
-    """The number after the last `####`, else the last number in the text (None if none)."""
-    tail = text.rsplit("####", 1)[1] if "####" in text else text
-    found = NUMBER.findall(tail) or NUMBER.findall(text)
+    """The first number after the last `####`, else the last number in the text (None if none)."""
+    after = NUMBER.findall(text.rsplit("####", 1)[1]) if "####" in text else []
+    found = after[:1] or NUMBER.findall(text)[-1:]  # the first number after ####, else the last one
     if not found:
         return None
     try:
-        return float(found[-1].replace(",", "").replace("$", ""))
+        return float(found[0].replace(",", "").replace("$", ""))
     except ValueError:
         return None
 
@@ -100,7 +100,7 @@ def is_correct(completion: str, gold: str) -> bool:
 # Each returns (perturbed text, (start, end) character span of the first change); the
 # span is ground truth for error localisation (M7). None when a rule does not apply.
 
-CALC = re.compile(r"<<([^=<>]+)=([^<>]+)>>(-?[\d.,]+)")
+CALC = re.compile(r"<<([^=<>]+)=([^<>]+)>>(-?\d[\d,]*(?:\.\d+)?)")
 
 
 def perturb_result(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
@@ -119,7 +119,8 @@ def perturb_result(text: str, rng: random.Random) -> tuple[str, tuple[int, int]]
 
 
 def perturb_operator(text: str, rng: random.Random) -> tuple[str, tuple[int, int]] | None:
-    """Flip one arithmetic operator inside a calculator annotation (the result is kept)."""
+    """Flip one arithmetic operator between two digits (in a step or its `<<...>>` annotation);
+    the written result is kept, so the step no longer adds up."""
     spots = [m for m in re.finditer(r"(?<=\d)\s*([+\-*/x])\s*(?=\d)", text)]
     if not spots:
         return None

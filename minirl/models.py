@@ -23,13 +23,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from minirl.config import UserError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+from minirl.config import UserError
 
 TINY_SIZES = {  # name: (hidden, layers, heads, mlp)
     "tiny": (128, 3, 4, 384),
     "micro": (64, 2, 2, 128),  # for tests
 }
+hf_logging.disable_progress_bar()  # one progress bar per model load is noise here
 SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>"}
 
 
@@ -86,7 +89,7 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing files, or a folder that holds no model
         raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {str(e).splitlines()[0]}") from None
     if tokenizer.pad_token is None:  # many chat models have none; EOS masking copes (M4)
         tokenizer.pad_token = tokenizer.eos_token

@@ -151,14 +151,17 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
     """The paper's critic-free estimator (M4). Rows come in groups of `group_size` samples
     of one prompt. With trace reward R_i = sum_t r_it and the group's mean mu and std sd,
     r~_it = (r_it - mu / T_i) / sd, so that sum_t r~_it = (R_i - mu) / sd; then the
-    discounted reward-to-go A_t = sum_{k>=t} gamma^(k-t) r~_k. [B, T] -> [B, T]"""
+    discounted reward-to-go A_t = sum_{k>=t} gamma^(k-t) r~_k. When a group's trace rewards
+    tie (sd = 0) it is centred but not divided. [B, T] -> [B, T]"""
     mask = mask.float()
     B, T = rewards.shape
     trace = (rewards * mask).sum(1).view(-1, group_size)  # [B/G, G]
     mu = trace.mean(1, keepdim=True).expand(-1, group_size).reshape(B, 1)
-    sd = trace.std(1, keepdim=True).expand(-1, group_size).reshape(B, 1) if group_size > 1 else torch.ones(B, 1)
+    sd = trace.std(1, keepdim=True) if group_size > 1 else torch.ones_like(trace[:, :1])
+    sd = sd.expand(-1, group_size).reshape(B, 1)
     length = mask.sum(1, keepdim=True).clamp(min=1)
-    normed = (rewards - mu / length) / (sd + 1e-6) * mask
+    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a group whose traces tie is not rescaled
+    normed = (rewards - mu / length) / sd * mask
     adv = torch.zeros_like(normed)
     running = torch.zeros_like(normed[:, 0])
     for t in reversed(range(T)):

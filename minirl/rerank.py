@@ -156,6 +156,21 @@ def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_rewa
     return table
 
 
+def by_kind(records: list[dict], methods: tuple[str, ...] = ("mean", "logprob")) -> dict[str, dict]:
+    """Best-of-N and within-question AUROC per problem kind (synthetic world: each kind is
+    tied to its misconceptions, so this shows which errors a score catches)."""
+    kinds = sorted({r["kind"] for r in records if r.get("kind")})
+    out = {}
+    for kind in kinds:
+        table = rerank_table([r for r in records if r.get("kind") == kind], ks=(1,))
+        row = {"questions": sum(r.get("kind") == kind for r in records), "random": table["random"]["success@1"]}
+        for m in methods:
+            if m in table:
+                row.update({f"bo_{m}": table[m]["success@1"], f"auroc_{m}": table[m]["auroc"]})
+        out[kind] = row
+    return out
+
+
 def save_records(records: list[dict], path: str | Path) -> None:
     with open(path, "w") as f:
         for r in records:

@@ -27,7 +27,7 @@ from minirl.config import TrainConfig, from_preset
 from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, synthetic_tasks
 from minirl.models import ModelError, RewardModel, build_tiny_lm, build_tokenizer, load_lm, pick_device
 from minirl.ppo import sample
-from minirl.rerank import rerank_table, sample_and_score, save_records
+from minirl.rerank import by_kind, rerank_table, sample_and_score, save_records
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
@@ -77,9 +77,11 @@ def load_data(cfg: TrainConfig) -> dict[str, list[dict]]:
         return synthetic_tasks(cfg.seed, n_demos=cfg.n_demos, n_corpus=cfg.n_corpus,
                                misconception_rate=cfg.misconception_rate, leave_out=cfg.leave_out or None)
     train = load_gsm8k(str(Path(cfg.data).expanduser()))
-    test = load_gsm8k(str(Path(cfg.test_data).expanduser())) if cfg.test_data else train[-cfg.final_questions:]
-    rng = random.Random(cfg.seed)
-    rng.shuffle(train)
+    random.Random(cfg.seed).shuffle(train)
+    if cfg.test_data:
+        test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
+    else:  # hold out the tail of the shuffled training set
+        train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
     return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
 
 
@@ -160,9 +162,10 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model, optimizer, p
         pool += [(t["question"], x) for t, x in zip(chunk, batch.texts(tokenizer))]
     for step in run.progress(range(cfg.disc_warmup), "discriminator warm-up"):
         experts = rng.sample(demos, cfg.disc_batch)
-        pairs = negatives(experts, rng.sample(pool, 4 * cfg.disc_batch), cfg.perturbed_per_expert, rng)
+        own, perturbed = negatives(experts, rng.sample(pool, 4 * cfg.disc_batch), cfg.perturbed_per_expert, rng)
         stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
-                                   rng.sample(pairs, min(len(pairs), cfg.disc_batch)), cfg.form, cfg.label_smoothing)
+                                   rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
+                                   cfg.label_smoothing)
         run.log({"warmup_step": step + 1, **stats})
 
 
@@ -194,6 +197,8 @@ def evaluate(cfg: TrainConfig, policy, tokenizer, test: list[dict], n_questions:
     if "mean" in table:
         out.update({f"bo{k}_reward": table["mean"]["success@1"], "reward_auroc": table["mean"]["auroc"],
                     "reward_auroc_pooled": table["mean"]["auroc_pooled"]})
+    if records_path is not None and records[0].get("kind"):  # the final evaluation: per problem kind
+        out["by_kind"] = by_kind(records)
     return out
 
 
@@ -258,7 +263,8 @@ def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=Non
     table.add_column("figure")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+        if not isinstance(v, dict):
+            table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     Console().print(table)
     return summary
 

@@ -24,7 +24,7 @@ from minirl import runs
 from minirl.airl import discriminator_step, negatives, policy_rewards
 from minirl.config import TrainConfig, UserError
 from minirl.data import format_prompt, is_correct
-from minirl.models import RewardModel, lm_forward, token_logprobs
+from minirl.models import lm_forward, token_logprobs
 from minirl.ppo import Rollout, encode, gae_advantages, group_advantages, ppo_update, sample, whiten
 
 
@@ -57,7 +57,7 @@ def sft_loss(policy: nn.Module, batch) -> torch.Tensor:
 def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], test: list[dict]) -> dict:
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / cfg.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
     start = runs.resume(run, cfg, policy, tokenizer, {"policy": optimizer, "schedule": schedule})
     prompts = [format_prompt(t["question"], tokenizer) for t in tasks]
     policy.train()
@@ -90,7 +90,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     value_head = nn.Linear(policy.config.get_text_config().hidden_size, 1).to(device) if cfg.advantage == "gae" else None
     params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / cfg.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
     reference = runs.frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
     reward_model = disc_optimizer = None
     optimizers = {"policy": optimizer, "schedule": schedule}
@@ -124,9 +124,10 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
                                                                              batch.attention_mask)
         if reward_model is not None:
             experts = rng.sample(demos, cfg.disc_batch)
-            pairs = negatives(experts, [(t["question"], x) for t, x in zip(tasks, texts)], cfg.perturbed_per_expert, rng)
+            own, perturbed = negatives(experts, [(t["question"], x) for t, x in zip(tasks, texts)],
+                                       cfg.perturbed_per_expert, rng)
             stats.update(discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
-                                            rng.sample(pairs, min(len(pairs), cfg.disc_batch)), cfg.form,
+                                            rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
                                             cfg.label_smoothing))
             reward_model.eval()
             rewards = policy_rewards(reward_model, batch, cfg.form, logp_t1, cfg.reward_clip)  # [B*G, T]

@@ -49,11 +49,6 @@ def test_extract_answer_uses_the_last_hash_marker() -> None:
     assert extract_answer("#### 3\nwait, redo it\n#### 8") == 8.0
 
 
-@pytest.mark.xfail(
-    reason="BUG: extract_answer returns the LAST number after '####' instead of the number right after it; "
-    "a completion that goes on after its answer ('#### 18 books.\\nBen has 3') is graded as 3",
-    strict=True,
-)
 def test_extract_answer_takes_the_number_right_after_the_marker() -> None:
     # the docstring: "The number after the last `####`": for '#### 18 ...' that is 18
     assert extract_answer("Ben has 6*3 = <<6*3=18>>18 books.\n#### 18 books.\nBen has 3") == 18.0
@@ -187,11 +182,13 @@ def test_world_is_deterministic_in_its_seed(world) -> None:
     assert {p.question for p in other.test} != {p.question for p in world.test}
 
 
-def test_world_parts_are_disjoint(world) -> None:
-    demos = {p.question for p in world.demos}
-    corpus = {p.question for p, _ in world.corpus}
-    test = {p.question for p in world.test}
-    assert (len(demos), len(corpus), len(test)) == (150, 300, 100)  # no duplicates inside a part either
+def test_world_parts_are_disjoint() -> None:
+    # big enough that repeats would be certain without the dedup (a price_change problem has ~3k wordings)
+    w = make_world(0, n_demos=300, n_corpus=2000, n_test=300)
+    demos = {p.question for p in w.demos}
+    corpus = {p.question for p, _ in w.corpus}
+    test = {p.question for p in w.test}
+    assert (len(demos), len(corpus), len(test)) == (300, 2000, 300)  # no duplicates inside a part either
     assert not demos & corpus and not demos & test and not corpus & test
 
 
@@ -258,11 +255,19 @@ def test_half_as_many_is_solved_by_doubling() -> None:
     assert p.solution({"half_as_many"}).endswith(f"<<{n}+{2 * n}={3 * n}>>{3 * n} {item}.\n#### {3 * n}")
 
 
+def test_forgot_last_step_needs_its_cue() -> None:
+    w = make_world(0, n_demos=40, n_corpus=5, n_test=5)
+    p = next(p for p in w.demos if p.kind == "buy_then_lose")  # cues: gives_away only
+    assert p.solution({"forgot_last_step"}) == p.solution()
+    q = next(p for p in w.demos if p.kind == "half_total")  # cued: the last step is dropped
+    assert len(q.solution({"forgot_last_step"}).split("\n")) == len(q.solution().split("\n")) - 1
+
+
 def test_synthetic_tasks_layout() -> None:
     tasks = synthetic_tasks(0, n_demos=7, n_corpus=11, n_test=5, misconception_rate=1.0)
     assert {k: len(v) for k, v in tasks.items()} == {"demos": 7, "corpus": 11, "rl": 11, "test": 5}
     # "rl" holds the corpus problems with their correct solutions
-    for c, r in zip(tasks["corpus"], tasks["rl"]):
+    for c, r in zip(tasks["corpus"], tasks["rl"], strict=True):
         assert c["question"] == r["question"]
         assert (c["answer"] != r["answer"]) == bool(c["cues"])
         check_solution(r["answer"])
@@ -280,7 +285,7 @@ SOL = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
 
 
 @pytest.mark.parametrize("kind", list(PERTURBATIONS))
-def test_perturbation_changes_text_after_its_span(kind: str) -> None:
+def test_perturbation_keeps_the_text_before_its_span(kind: str) -> None:
     for seed in range(20):
         got = perturb(SOL, random.Random(seed), kind)
         assert got is not None
@@ -289,7 +294,7 @@ def test_perturbation_changes_text_after_its_span(kind: str) -> None:
         assert text != SOL
         assert 0 <= start < end <= len(text)  # non-empty span inside the new text
         assert text[:start] == SOL[:start]  # nothing before the span moved
-        first_diff = next(i for i, (a, b) in enumerate(zip(text, SOL + "\0")) if a != b)
+        first_diff = next(i for i, (a, b) in enumerate(zip(text, SOL + "\0", strict=False)) if a != b)
         assert start <= first_diff < end  # the span holds the first change
 
 
@@ -309,7 +314,7 @@ def test_perturb_operator_flips_one_operator() -> None:
     for seed in range(20):
         text, (start, end), _ = perturb(SOL, random.Random(seed), "operator")
         assert len(text) == len(SOL)
-        diff = [i for i, (a, b) in enumerate(zip(SOL, text)) if a != b]
+        diff = [i for i, (a, b) in enumerate(zip(SOL, text, strict=True)) if a != b]
         assert diff == [start] and end == start + 1
         assert SOL[start] in "+-*/" and text[start] in "+-*/"
 
@@ -319,7 +324,7 @@ def test_perturb_result_rewrites_annotation_and_shown_value() -> None:
     for seed in range(20):
         text, (start, end), _ = perturb(SOL, random.Random(seed), "result")
         old, new = calc.findall(SOL), calc.findall(text)
-        changed = [(o, n) for o, n in zip(old, new) if o != n]
+        changed = [(o, n) for o, n in zip(old, new, strict=True) if o != n]
         assert len(changed) == 1
         (expr, r_old, _), (expr_new, r_new, shown) = changed[0]
         assert expr == expr_new and r_new == shown  # the annotation and the visible value agree
@@ -328,11 +333,6 @@ def test_perturb_result_rewrites_annotation_and_shown_value() -> None:
         assert text.endswith("#### 72")  # the final answer is kept
 
 
-@pytest.mark.xfail(
-    reason="BUG: data.CALC's shown-value group -?[\\d.,]+ also swallows a sentence period or comma right after "
-    "the value ('>>15.' -> '>>16'), so the 'result' perturbation deletes punctuation (10% of GSM8K test results)",
-    strict=True,
-)
 def test_perturb_result_changes_only_digits() -> None:
     text = "The pens cost $5*3 = <<5*3=15>>15.\nAva gets $20-15 = <<20-15=5>>5 back.\n#### 5"
     for seed in range(10):
@@ -349,7 +349,7 @@ def test_perturb_numbers_shifts_a_quarter_of_them() -> None:
         text, (start, end), _ = perturb(SOL, random.Random(seed), "numbers")
         assert re.split(r"\d+", text) == re.split(r"\d+", SOL)  # only numbers changed
         new = [int(x) for x in number.findall(text)]
-        changed = [(a, b) for a, b in zip(old, new) if a != b]
+        changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
         assert len(changed) == 13 // 4  # max(1, 13 // 4) = 3
         assert all(1 <= abs(a - b) <= 2 for a, b in changed)
         assert text[start:end] == str(changed[0][1])  # the span is the first changed number

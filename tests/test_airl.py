@@ -1,0 +1,170 @@
+"""Tests for minirl.airl (M2, M3): the discriminator loss, its two forms, the policy reward, negatives."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from minirl.airl import discriminator_logits, discriminator_loss, discriminator_stats, negatives, policy_rewards
+from minirl.models import RewardModel, build_tiny_lm, token_logprobs
+from minirl.ppo import encode
+
+LOG2 = math.log(2.0)
+
+
+def bce(z: float, y: float) -> float:
+    """-(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))), from the definition."""
+    s = 1 / (1 + math.exp(-z))
+    return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_discriminator_loss_at_zero_logits_is_log2() -> None:
+    # BCE at logit 0 is -(y log 1/2 + (1-y) log 1/2) = log 2 whatever the target (0.95 or 0.05)
+    logits = torch.zeros(2, 4)
+    mask = torch.tensor([[0, 0, 1, 0], [0, 0, 1, 1]])  # response lengths 1 and 2
+    loss = discriminator_loss(logits, mask, torch.tensor([True, False]), label_smoothing=0.1)
+    assert loss.item() == pytest.approx(LOG2, abs=1e-6)
+
+
+def test_discriminator_loss_hand_case() -> None:
+    big = 50.0  # on prompt / padding positions: must be ignored
+    logits = torch.tensor([[big, 2.0, big, big],      # expert, 1 response token
+                           [big, 0.5, -1.0, big],     # policy, 2 tokens
+                           [big, 3.0, big, big],      # policy, 1 token
+                           [big, -2.0, 0.0, 1.0]])    # policy, 3 tokens
+    mask = torch.tensor([[0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 1]])
+    is_expert = torch.tensor([True, False, False, False])
+    loss = discriminator_loss(logits, mask, is_expert, label_smoothing=0.1)
+    hi, lo = 0.95, 0.05  # targets 1 - 0.1/2 and 0.1/2
+    expert = bce(2.0, hi)
+    policy = [(bce(0.5, lo) + bce(-1.0, lo)) / 2,  # each sequence divided by its own length
+              bce(3.0, lo),
+              (bce(-2.0, lo) + bce(0.0, lo) + bce(1.0, lo)) / 3]
+    want = 0.5 * expert + 0.5 * sum(policy) / 3  # the two classes weighted equally (1 expert vs 3 policy)
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    # a prompt-side logit is masked out: changing it changes nothing
+    moved = logits.clone()
+    moved[:, 0] = -50.0
+    assert discriminator_loss(moved, mask, is_expert, 0.1).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_discriminator_stats_hand_case() -> None:
+    big = 50.0
+    logits = torch.tensor([[big, 2.0, big, big],
+                           [big, 0.5, -1.0, big],
+                           [big, 3.0, big, big],
+                           [big, -2.0, 0.0, 1.0],
+                           [big, -1.0, -3.0, big]])
+    mask = torch.tensor([[0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 1], [0, 1, 1, 0]])
+    stats = discriminator_stats(logits, mask, ["expert", "policy", "policy", "policy", "perturbed"])
+    # mean response logits: expert 2 (> 0: called expert, right); policy -0.25 (right), 3 (wrong), -1/3 (right);
+    # perturbed -2 (right)
+    assert stats == pytest.approx({
+        "disc_acc_expert": 1.0, "disc_logit_expert": 2.0,
+        "disc_acc_policy": 2 / 3, "disc_logit_policy": (-0.25 + 3.0 - 1 / 3) / 3,
+        "disc_acc_perturbed": 1.0, "disc_logit_perturbed": -2.0,
+    })
+    only = discriminator_stats(logits[:2], mask[:2], ["expert", "policy"])
+    assert set(only) == {"disc_acc_expert", "disc_logit_expert", "disc_acc_policy", "disc_logit_policy"}
+
+
+def test_discriminator_loss_without_smoothing() -> None:
+    logits = torch.tensor([[1.0], [-0.5]])
+    loss = discriminator_loss(logits, torch.ones(2, 1), torch.tensor([True, False]), label_smoothing=0.0)
+    # targets 1 and 0: 0.5 * -log sigmoid(1) + 0.5 * -log(1 - sigmoid(-0.5))
+    assert loss.item() == pytest.approx(0.5 * bce(1.0, 1.0) + 0.5 * bce(-0.5, 0.0), rel=1e-6)
+
+
+# ---------------------------------------------------------------- the two forms and the policy's reward
+
+PROMPTS = ["Question: Ava has 4 pens. How many?\nAnswer: ", "Question: Mo?\nAnswer: "]
+ANSWERS = ["Ava has 4 pens.\n#### 4", "#### 12"]
+
+
+def test_discriminator_logits_forms(tok, lm) -> None:
+    batch = encode(tok, PROMPTS, ANSWERS)
+    rm = RewardModel(build_tiny_lm(tok, "micro", seed=1).eval(), head="token")
+    with torch.no_grad():
+        f = token_logprobs(rm.lm, batch.input_ids, batch.attention_mask)
+        logp = token_logprobs(lm, batch.input_ids, batch.attention_mask)
+        assert torch.equal(discriminator_logits(rm, batch, "logit"), f)  # logit form: D = sigmoid(f)
+        airl = discriminator_logits(rm, batch, "airl", logp)  # airl form: D = sigmoid(f - log pi)
+    assert torch.allclose(airl, f - logp, atol=1e-6)
+    assert not torch.allclose(airl, f)  # the two models differ, so log pi matters
+    # a reward model that is a copy of the policy starts at f = log pi: every airl logit is 0 (D = 1/2)
+    same = RewardModel(lm, head="token")
+    with torch.no_grad():
+        assert torch.allclose(discriminator_logits(same, batch, "airl", logp), torch.zeros_like(logp), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown discriminator form"):
+        discriminator_logits(rm, batch, "gail")
+
+
+def test_discriminator_logits_detach_the_policy(tok, lm) -> None:
+    batch = encode(tok, PROMPTS, ANSWERS)
+    rm = RewardModel(lm, head="scalar")
+    logp = torch.randn(batch.input_ids.shape, requires_grad=True)
+    discriminator_logits(rm, batch, "airl", logp).sum().backward()
+    assert logp.grad is None  # the discriminator never trains the policy
+    assert rm.head.weight.grad is not None
+
+
+def _constant_reward_model(lm, value: float) -> RewardModel:
+    rm = RewardModel(lm, head="scalar")
+    with torch.no_grad():
+        rm.head.bias.fill_(value)  # weight stays 0: f_t = value everywhere
+    return rm
+
+
+@pytest.mark.parametrize(("form", "f", "clip", "want"), [
+    ("logit", 3.0, 2.0, 2.0),  # r = f = 3, clipped to 2
+    ("logit", -3.0, 2.0, -2.0),  # clipped to -2
+    ("logit", 3.0, 0.0, 3.0),  # clip 0 = off
+    ("airl", 3.0, 5.0, 4.5),  # r = f - log pi = 3 - (-1.5) = 4.5, inside [-5, 5]
+    ("airl", 3.0, 4.0, 4.0),  # 4.5 clipped to 4
+])
+def test_policy_rewards_mask_and_clip(tok, lm, form: str, f: float, clip: float, want: float) -> None:
+    batch = encode(tok, PROMPTS, ANSWERS)
+    rm = _constant_reward_model(lm, f)
+    logp = torch.full(batch.input_ids.shape, -1.5)
+    r = policy_rewards(rm, batch, form, logp, clip=clip)
+    inside = batch.response_mask.bool()
+    assert r.shape == batch.input_ids.shape
+    assert torch.allclose(r[inside], torch.full_like(r[inside], want))
+    assert torch.all(r[~inside] == 0)  # prompt and padding get nothing
+    assert not r.requires_grad
+
+
+# ---------------------------------------------------------------- negatives (M3, M9)
+
+SOL1 = "Ben has 6*3 = <<6*3=18>>18 books.\nTogether they have 6+18 = <<6+18=24>>24 books.\n#### 24"
+SOL2 = "Ava has 20-5 = <<20-5=15>>15 pens left.\n#### 15"
+EXPERTS = [{"question": "Q1", "answer": SOL1}, {"question": "Q2", "answer": SOL2}]
+
+
+def test_negatives_drop_copies_of_the_expert() -> None:
+    samples = [("Q1", SOL1),  # identical to the expert trace of its question: dropped
+               ("Q1", "  " + SOL1 + "\n"),  # identical after stripping whitespace: dropped
+               ("Q1", SOL1.replace("#### 24", "#### 25")),  # differs: kept
+               ("Q2", SOL1),  # an expert trace, but of another question: kept
+               ("Q3", SOL2)]  # a question with no expert trace: kept
+    policy, perturbed = negatives(EXPERTS, samples, k_perturbed=0, rng=random.Random(0))
+    assert policy == samples[2:]
+    assert perturbed == []
+
+
+def test_negatives_add_perturbed_experts() -> None:
+    samples = [("Q1", "wrong\n#### 3")]
+    policy, perturbed = negatives(EXPERTS, samples, k_perturbed=2, rng=random.Random(0))
+    assert policy == samples
+    assert [q for q, _ in perturbed] == ["Q1", "Q1", "Q2", "Q2"]  # k = 2 copies per expert, in expert order
+    answers = {t["question"]: t["answer"] for t in EXPERTS}
+    for q, text in perturbed:
+        assert text != answers[q] and text.strip() != answers[q].strip()
+    again = negatives(EXPERTS, samples, k_perturbed=2, rng=random.Random(0))
+    assert again == (policy, perturbed)  # deterministic in the rng
