@@ -247,8 +247,11 @@ def resume(run: Run, cfg: TrainConfig, policy, tokenizer, optimizers: dict, rewa
 def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=None) -> dict:
     """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
     wall = time.time() - run.started
-    if (run.folder / "policy").exists():
+    if (run.folder / "policy").exists():  # the best checkpoint
         policy.load_state_dict(load_lm(str(run.folder / "policy"))[0].state_dict())
+    else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
+        policy.save_pretrained(run.folder / "policy")
+        tokenizer.save_pretrained(run.folder / "policy")
     if reward_model is not None:
         reward_model.save(run.folder / "reward", tokenizer)
     summary = evaluate(cfg, policy, tokenizer, test, cfg.final_questions, reward_model,
