@@ -37,6 +37,8 @@ class TrainConfig:
     # ---- models
     size: str = opt("tiny", "tiny model size: tiny (0.7M parameters) or micro (tests)")
     gguf_file: str = opt("", "GGUF file name inside --init's folder, for quantised checkpoints")
+    lora_rank: int = opt(0, "LoRA rank for policy and reward model (0 = full fine-tuning; needs the peft extra)")
+    grad_checkpointing: bool = opt(False, "recompute activations in the backward pass to save GPU memory")
     max_new_tokens: int = opt(96, "longest sampled response, in tokens")
     temperature: float = opt(1.0, "sampling temperature; log-probs in training use the same (M4)")
     top_p: float = opt(1.0, "nucleus sampling threshold (M4 paper: 0.95)")

@@ -16,6 +16,7 @@ Batches everywhere use one layout: prompts left-padded, responses right-padded,
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -97,6 +98,25 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     return model, tokenizer
 
 
+def add_lora(lm: nn.Module, rank: int) -> nn.Module:
+    """Wrap `lm` with LoRA adapters on every linear layer (M4: the paper uses rank 128/32)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ModelError("LoRA needs the peft extra: pip install -e '.[peft]'") from None
+    return get_peft_model(lm, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
+
+
+def save_lm(lm: nn.Module, tokenizer, folder: str | Path) -> None:
+    """save_pretrained, with LoRA adapters merged so that any loader can read the folder."""
+    if hasattr(lm, "merge_and_unload"):
+        lm = copy.deepcopy(lm).merge_and_unload()
+    lm.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
 def hidden_size(lm: nn.Module) -> int:
     return lm.config.get_text_config().hidden_size
 
@@ -156,15 +176,13 @@ class RewardModel(nn.Module):
         it scores: the value at column t sees only (x, y_<=t) (causal)."""
         if self.head_kind == "token":  # M2 token head: f_t = log pi_phi(y_t | x, y_<t)
             return token_logprobs(self.lm, input_ids, attention_mask)
-        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                    position_ids=position_ids(attention_mask)).last_hidden_state
+        hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                         output_hidden_states=True, logits_to_keep=1).hidden_states[-1]  # [B, T, H]
         return self.head(hidden.float()).squeeze(-1)  # [B, T]
 
     def save(self, folder: str | Path, tokenizer=None) -> None:
         folder = Path(folder)
-        self.lm.save_pretrained(folder / "backbone")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder / "backbone")
+        save_lm(self.lm, tokenizer, folder / "backbone")
         if self.head is not None:
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / "head.safetensors")
         (folder / "reward.json").write_text(json.dumps({"head": self.head_kind}))

@@ -25,7 +25,16 @@ from torch import nn
 
 from minirl.config import TrainConfig, from_preset
 from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, synthetic_tasks
-from minirl.models import ModelError, RewardModel, build_tiny_lm, build_tokenizer, load_lm, pick_device
+from minirl.models import (
+    ModelError,
+    RewardModel,
+    add_lora,
+    build_tiny_lm,
+    build_tokenizer,
+    load_lm,
+    pick_device,
+    save_lm,
+)
 from minirl.ppo import sample
 from minirl.rerank import by_kind, rerank_table, sample_and_score, save_records
 
@@ -96,6 +105,10 @@ def load_policy(cfg: TrainConfig, data: dict):
         policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
     else:
         raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
+    if cfg.grad_checkpointing:
+        policy.gradient_checkpointing_enable()
+    if cfg.lora_rank > 0:
+        policy = add_lora(policy, cfg.lora_rank)
     return policy.to(device), tokenizer
 
 
@@ -208,13 +221,11 @@ def evaluate_and_checkpoint(run: Run, cfg: TrainConfig, step: int, policy, token
     best = run.last.get("best_sampled_acc", -1.0)
     if figures["sampled_acc"] > best:  # keep the best policy by held-out accuracy (M9)
         best = figures["sampled_acc"]
-        policy.save_pretrained(run.folder / "policy")
-        tokenizer.save_pretrained(run.folder / "policy")
+        save_lm(policy, tokenizer, run.folder / "policy")
     run.log({"eval_step": step, **figures, "best_sampled_acc": best})
     console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
     ckpt = run.folder / "checkpoint"
-    policy.save_pretrained(ckpt / "policy")
-    tokenizer.save_pretrained(ckpt / "policy")
+    save_lm(policy, tokenizer, ckpt / "policy")
     if reward_model is not None:
         reward_model.save(ckpt / "reward", tokenizer)
     if value_head is not None:
@@ -231,6 +242,8 @@ def resume(run: Run, cfg: TrainConfig, policy, tokenizer, optimizers: dict, rewa
         return 0
     if not (ckpt / "state.json").exists():
         raise DataError(f"--resume: no checkpoint in {run.folder}")
+    if cfg.lora_rank > 0:
+        raise DataError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
     state = json.loads((ckpt / "state.json").read_text())
     policy.load_state_dict(load_lm(str(ckpt / "policy"))[0].state_dict())
     if reward_model is not None:
@@ -247,11 +260,10 @@ def resume(run: Run, cfg: TrainConfig, policy, tokenizer, optimizers: dict, rewa
 def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=None) -> dict:
     """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
     wall = time.time() - run.started
-    if (run.folder / "policy").exists():  # the best checkpoint
-        policy.load_state_dict(load_lm(str(run.folder / "policy"))[0].state_dict())
+    if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
+        policy = load_lm(str(run.folder / "policy"), dtype=pick_device()[1])[0].to(pick_device()[0])
     else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
-        policy.save_pretrained(run.folder / "policy")
-        tokenizer.save_pretrained(run.folder / "policy")
+        save_lm(policy, tokenizer, run.folder / "policy")
     if reward_model is not None:
         reward_model.save(run.folder / "reward", tokenizer)
     summary = evaluate(cfg, policy, tokenizer, test, cfg.final_questions, reward_model,

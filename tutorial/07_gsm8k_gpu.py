@@ -1,0 +1,100 @@
+"""Step 07 - the same pipeline on GSM8K with a real chat model on one GPU (method.md M1, M4, M8).
+
+Run:  python tutorial/07_gsm8k_gpu.py      (seconds; it trains nothing and downloads nothing)
+
+Nothing in steps 02-06 is specific to the miniature world: the data are `{"question", "answer"}` dicts in
+GSM8K's format (step 01), the models are ordinary transformers causal LMs. Here the policy and the reward model
+are both Qwen2.5-0.5B-Instruct (the paper uses a smaller reward model than the policy: 0.5B/1.5B for 3B/7B).
+
+It prints: the exact commands to run on a GPU machine, the `gsm8k-qwen0.5b` preset's settings, and a GPU memory
+estimate computed from the parameter count, with its arithmetic. Without CUDA it says so and stops there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from _common import GSM8K_TEST
+
+from minirl.config import PRESETS, from_preset
+
+PRESET = "gsm8k-qwen0.5b"
+GB = 1e9
+
+# ---------------------------------------------------------------- 1. the commands
+# SFT is the baseline (M6); AIRL learns the reward from the same demonstrations (M2) and trains the policy on it
+# (M4); rerank and inspect then use the AIRL run's reward model (steps 05, 06). With the local GSM8K files the
+# data need no download; the model still comes from the Hugging Face hub on first use.
+local = GSM8K_TEST.is_file()
+test_file = os.path.relpath(GSM8K_TEST) if local else "../shared/data/gsm8k/test.jsonl"  # as seen from here
+data = f" --data {os.path.relpath(GSM8K_TEST.with_name('train.jsonl'))} --test-data {test_file}" if local else ""
+print("== on a machine with one CUDA GPU:")
+print(f"minirl train --preset {PRESET} --algo sft --out runs/gsm8k-sft{data}")
+print(f"minirl train --preset {PRESET} --algo airl --out runs/gsm8k-airl{data}")
+print(f"minirl rerank --run runs/gsm8k-airl --data {test_file} --n 16 --questions 200")
+print("minirl inspect --run runs/gsm8k-airl --perturb operator      # one trace coloured by its token rewards")
+print("minirl inspect --run runs/gsm8k-airl --localisation 100      # Hit@1 on perturbed traces (M7)")
+
+# ---------------------------------------------------------------- 2. the preset
+# A preset is a named set of overrides on TrainConfig's defaults ("*" for every algo); the command line wins.
+cfg = from_preset(PRESET, "airl")
+print(f"\n== preset {PRESET!r} (minirl.config.PRESETS), as the airl run sees it:")
+for key, value in PRESETS[PRESET]["*"].items():
+    print(f"  {key:<18} {value}")
+print(f"  {'(defaults kept)':<18} clip {cfg.clip}, ppo_epochs {cfg.ppo_epochs}, advantage {cfg.advantage!r}, "
+      f"head {cfg.head!r}, form {cfg.form!r}, label_smoothing {cfg.label_smoothing}")
+
+# ---------------------------------------------------------------- 3. memory, from the parameter count
+# Qwen2.5-0.5B's config: hidden 896, 24 layers, 14 query heads and 2 key/value heads of 64, MLP 4864, vocabulary
+# 151,936, input and output embeddings tied.
+h, layers, kv, mlp, vocab = 896, 24, 2 * 64, 4864, 151_936
+per_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * mlp + 2 * h  # q (bias), k, v (bias), o, MLP, 2 norms
+params = layers * per_layer + vocab * h + h  # + embedding (tied with the LM head) + final norm
+print("\n== GPU memory estimate (bf16 on CUDA: minirl.models.pick_device)")
+print(f"parameters: {layers} layers x {per_layer:,} + embedding {vocab:,} x {h} + norm {h} = {params:,} (0.49B)")
+
+# Trained models (policy, reward model): bf16 weights 2 bytes + bf16 grads 2 bytes + AdamW's two moments, which
+# torch keeps in the parameter's dtype, 2 x 2 bytes = 8 bytes per parameter. A frozen reference copy of the
+# policy (weights only, 2 bytes) exists only when kl_beta > 0 (M4).
+trained = 2 * params * (2 + 2 + 2 * 2)
+reference = params * 2 if cfg.kl_beta > 0 else 0
+print(f"policy + reward model: 2 x {params:,} x (2 weights + 2 grads + 4 AdamW) bytes = {trained / GB:.2f} GB")
+print(f"frozen reference (kl_beta {cfg.kl_beta}): {params:,} x 2 bytes = {reference / GB:.2f} GB")
+
+# The LM head's output dominates activations: every position gets 151,936 logits, cast to fp32 (4 bytes) and
+# kept in ~3 copies (bf16 logits -> fp32 -> / temperature -> log-softmax, some saved for backward).
+prompt = 200  # GSM8K question + chat template + system line, padded to the longest prompt of the batch (estimate)
+length = prompt + cfg.max_new_tokens
+
+
+def logits_bytes(sequences: int) -> int:
+    return sequences * length * vocab * 4 * 3
+
+
+minibatch = logits_bytes(cfg.minibatch_size)
+print(f"logits of one PPO minibatch: {cfg.minibatch_size} x ({prompt} + {cfg.max_new_tokens}) x {vocab:,} x 4 bytes "
+      f"x 3 = {minibatch / GB:.2f} GB")
+# Activations saved for the backward pass besides the logits: ~34 bytes per token per hidden unit per layer in
+# 16-bit (Korthikanti et al. 2022, attention without the s^2 term as with SDPA): a rough figure.
+acts = cfg.minibatch_size * length * h * 34 * layers
+print(f"other saved activations: {cfg.minibatch_size} x {length} x {h} x 34 bytes x {layers} = {acts / GB:.2f} GB")
+total = trained + reference + minibatch + acts
+print(f"estimated peak during a PPO update: {total / GB:.1f} GB")
+
+# Two forwards push *more* sequences through the LM head at once than a minibatch, without gradients: scoring a
+# whole rollout (prompts_per_iter x samples_per_prompt sequences, policy then reward model) and evaluation
+# (`rerank.sample_and_score`, 256 sequences per batch). Their logits alone:
+rollout = cfg.prompts_per_iter * cfg.samples_per_prompt
+print(f"logits when scoring a rollout of {rollout} sequences: {logits_bytes(rollout) / GB:.1f} GB; "
+      f"an evaluation batch of 256: {logits_bytes(256) / GB:.1f} GB")
+print("-> the rollout and evaluation forwards, not the update, set the limit: fewer prompts_per_iter x "
+      "samples_per_prompt, or scoring in chunks, keeps them under a 24 GB card.")
+
+# ---------------------------------------------------------------- 4. this machine
+if not torch.cuda.is_available():
+    print("\nCUDA is not available here: run the commands above on a GPU machine (nothing was downloaded).")
+    raise SystemExit(0)
+free, capacity = torch.cuda.mem_get_info()
+print(f"\nCUDA device: {torch.cuda.get_device_name()}, {capacity / GB:.1f} GB ({free / GB:.1f} GB free); "
+      f"the PPO-update estimate {'fits' if total < free else 'does not fit'}.")

@@ -1,0 +1,55 @@
+"""What every tutorial step shares: the reduced-mode switch, the runs folder, and "build the run if missing".
+
+MINIRL_TUTORIAL_FAST=1 shrinks every step to seconds (a micro model, a 300-problem corpus, 3 optimiser steps)
+so that the test suite can run the whole tutorial; its numbers mean nothing. Without it the steps use the
+`tiny` CPU preset as a student would. MINIRL_TUTORIAL_RUNS moves the run folders (default runs/tutorial).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+FAST = os.environ.get("MINIRL_TUTORIAL_FAST") == "1"
+RUNS = Path(os.environ.get("MINIRL_TUTORIAL_RUNS", "runs/tutorial"))
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"  # present in class, absent elsewhere
+
+
+def pick(full, fast):
+    """`full` normally, `fast` in reduced mode: for the few sizes a script chooses itself."""
+    return fast if FAST else full
+
+
+def fast_overrides() -> dict:
+    """TrainConfig overrides for reduced mode (none at full size)."""
+    if not FAST:
+        return {}
+    return dict(size="micro", n_corpus=300, n_demos=40, steps=3, eval_every=3, prompts_per_iter=4,
+                samples_per_prompt=2, minibatch_size=8, final_questions=8, eval_questions=4, eval_samples=2,
+                disc_warmup=3, disc_batch=4, max_new_tokens=40)
+
+
+def run_folder(algo: str) -> Path:
+    """Where step 02 (pretrain -> base, sft) and step 04 (airl) keep their runs."""
+    return RUNS / f"{'base' if algo == 'pretrain' else algo}-tiny"
+
+
+def summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def ensure_run(algo: str) -> Path:
+    """The run of step 02 or 04, trained now (exactly as that step does) when it is missing."""
+    from minirl.config import from_preset
+    from minirl.train import train
+
+    folder = run_folder(algo)
+    if (folder / "summary.json").exists():
+        print(f"reusing {folder} (delete it to train again)")
+        return folder
+    init = "" if algo == "pretrain" else str(ensure_run("pretrain"))
+    print(f"{folder} is missing: training it now ({algo}), as the earlier step would")
+    train(from_preset("tiny", algo, out=str(folder), init=init, **fast_overrides()))
+    return folder
