@@ -60,6 +60,7 @@ class TrainConfig:
     form: str = opt("airl", "discriminator form: airl (D = sigmoid(f - log pi)) or logit (D = sigmoid(z))")
     disc_lr: float = opt(1e-4, "reward model learning rate")
     disc_warmup: int = opt(200, "discriminator steps on base-policy samples before PPO starts")
+    warmup_pool: int = opt(400, "demonstration problems the starting policy answers (4 samples each) for the warm-up")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
     perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
@@ -83,7 +84,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "*": dict(data="../shared/data/gsm8k/train.jsonl", test_data="../shared/data/gsm8k/test.jsonl",
                   init="~/.cache/minirl-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
-                  disc_lr=1e-5, disc_warmup=20, disc_batch=4, eval_questions=16, final_questions=50,
+                  disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
                   eval_samples=4, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
     },
     "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale

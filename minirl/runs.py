@@ -166,7 +166,7 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model, optimizer, p
 
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    pool_tasks = demos[: min(len(demos), 400)]
+    pool_tasks = demos[: cfg.warmup_pool]
     pool = []
     for i in range(0, len(pool_tasks), 64):  # 4 samples per problem
         chunk = [t for t in pool_tasks[i: i + 64] for _ in range(4)]

@@ -28,7 +28,7 @@ from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, summary
 from rich.console import Console
 from rich.table import Table
 
-from minirl.config import from_preset
+from minirl.config import TrainConfig, from_preset
 from minirl.train import train
 
 CHANGES: dict = {}  # the exercise: e.g. {"clip": 0.05}; any TrainConfig field
@@ -37,22 +37,24 @@ console = Console()
 # ---------------------------------------------------------------- 1. the run
 base_dir = ensure_run("pretrain")
 out = run_folder("airl") if not CHANGES else RUNS / ("airl-tiny-" + "-".join(f"{k}{v}" for k, v in CHANGES.items()))
-cfg = from_preset("tiny", "airl", init=str(base_dir), out=str(out), **{**fast_overrides(), **CHANGES})
+if (out / "summary.json").exists():  # a finished run: show the settings it was trained with
+    print(f"reusing the finished run in {out} (delete it to train again)")
+    cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+else:
+    cfg = from_preset("tiny", "airl", init=str(base_dir), out=str(out), **{**fast_overrides(), **CHANGES})
 print(f"AIRL from {cfg.init}: {cfg.steps} iterations x {cfg.prompts_per_iter} prompts x {cfg.samples_per_prompt} "
       f"samples; PPO clip {cfg.clip}, {cfg.ppo_epochs} epochs, minibatch {cfg.minibatch_size}, lr {cfg.lr}, "
       f"advantage {cfg.advantage!r} (gamma {cfg.gamma}), KL beta {cfg.kl_beta}")
 print(f"discriminator: {cfg.head!r} head, {cfg.form!r} form, lr {cfg.disc_lr}, {cfg.disc_warmup} warm-up steps, "
       f"{cfg.disc_batch} experts per step, reward clip {cfg.reward_clip}")
-if (out / "summary.json").exists():
-    print(f"reusing the finished run in {out} (delete it to train again)")
-    result = summary(out)
-else:
-    result = train(cfg)  # keeps the best policy by held-out sampled accuracy (M9: AIRL decays after its peak)
+# train() keeps the best policy by held-out sampled accuracy (M9: AIRL decays after its peak) and returns the
+# final evaluation of it, also written to summary.json.
+result = summary(out) if (out / "summary.json").exists() else train(cfg)
 
 # ---------------------------------------------------------------- 2. what the loop logged
 # metrics.jsonl holds one JSON object per warm-up step, per iteration and per evaluation. Healthy AIRL here
 # (M9): the discriminator's loss stays near 0.67-0.69 (neither side wins), response length stays steady (no
-# reward hacking by length or EOS), approx_kl stays small and clip_frac is a few percent.
+# reward hacking by length or EOS), and approx_kl and clip_frac stay small (PPO steps stay inside the clip).
 logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 iters = [m for m in logged if "iter" in m]
 every = pick(10, 1)

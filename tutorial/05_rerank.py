@@ -46,7 +46,7 @@ print(f"{len(records)} held-out questions x {N} samples from {airl_dir}; "
 # ---------------------------------------------------------------- 2. success@k|N for every score
 ks = tuple(k for k in (1, 4, 16) if k <= N)
 figures = rerank.rerank_table(records, ks)
-table = Table(title=f"best-of-{N}: success@k ({len(records)} questions; CI = 95 % bootstrap interval at k = 1)")
+table = Table(title=f"best-of-{N}: success@k on {len(records)} questions (CI: 95 % bootstrap)")
 table.add_column("score", no_wrap=True)
 for k in ks:
     table.add_column(f"@{k}", justify="right")

@@ -64,7 +64,8 @@ else:
     print(f"all {len(tasks)} samples were right: no wrong sample to show")
 
 # ---------------------------------------------------------------- 2. an expert trace and a perturbed copy (M3)
-# Same question, two traces that differ in one place. One colour scale for both, so the colours compare.
+# Same question, two traces that differ in one place: "operator" flips one + - * / and keeps the written
+# result, so the step no longer adds up. One colour scale for both traces, so their colours compare.
 task = next(t for t in test if t.get("kind") == "three_step")
 changed, span, kind = perturb(task["answer"], random.Random(0), "operator")
 results = score_texts(policy, tokenizer, [task["question"]] * 2, [task["answer"], changed], reward_model)
@@ -74,7 +75,7 @@ console.print(f"\n[bold]question:[/] {task['question']}")
 viz.print_trace(results[0]["tokens"], values[0], console, title="expert trace", scale=scale)
 mark = token_span(results[1]["tokens"], changed, span)
 viz.print_trace(results[1]["tokens"], values[1], console, mark=mark, scale=scale,
-                title=f"perturbed expert ({kind}: one operator flipped, the written result kept); marked: the change")
+                title=f"perturbed expert ({kind}); marked: the change")
 if mark is not None:
     hit = localise.hit_at_k(values[1], mark, 1)
     print(f"lowest-reward token inside the change: {'yes' if hit else 'no'}")
