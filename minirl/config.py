@@ -24,8 +24,8 @@ class TrainConfig:
     out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>)")
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
                         "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
-    reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a model path/id")
-    data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the hub split 'train'")
+    reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")
+    data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the split 'train'")
     test_data: str = opt("", "held-out GSM8K problems (.jsonl or 'test'); unused for the synthetic world")
     seed: int = opt(0, "seed for the world, the model init, sampling and data order")
     resume: bool = opt(False, "continue the run in --out from its last checkpoint")
@@ -69,6 +69,7 @@ class TrainConfig:
     eval_every: int = opt(20, "iterations/steps between held-out evaluations and checkpoints")
     eval_questions: int = opt(100, "held-out questions in the periodic evaluation")
     final_questions: int = opt(500, "held-out questions in the final evaluation")
+    eval_batch: int = opt(256, "sequences sampled and scored at once in evaluation (lower it for big models)")
     eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k)")
 
 
@@ -85,12 +86,13 @@ PRESETS: dict[str, dict[str, dict]] = {
                   init="~/.cache/minirl-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
                   disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
-                  eval_samples=4, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
+                  eval_samples=4, eval_batch=32, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
     },
     "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale
         "*": dict(data="train", test_data="test", init="Qwen/Qwen2.5-0.5B-Instruct",
                   reward_init="Qwen/Qwen2.5-0.5B-Instruct", max_new_tokens=320, prompts_per_iter=8,
-                  samples_per_prompt=8, minibatch_size=8, lr=1e-6, disc_lr=1e-5, disc_warmup=50, disc_batch=8,
+                  samples_per_prompt=8, minibatch_size=4, eval_batch=16, lr=1e-6, disc_lr=1e-5, disc_warmup=50,
+                  disc_batch=8,
                   steps=200, eval_questions=100, final_questions=500, top_p=0.95, gamma=0.9, kl_beta=0.02,
                   n_demos=3000),
     },

@@ -54,7 +54,7 @@ def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise DataError(f"{path}:{i}: not valid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("question", "answer")):
             raise DataError(f"{path}:{i}: needs string fields 'question' and 'answer'")
         tasks.append({"question": row["question"], "answer": row["answer"]})
     if not tasks:
@@ -156,7 +156,8 @@ def perturb_numbers(text: str, rng: random.Random) -> tuple[str, tuple[int, int]
     return "".join(pieces) + text[last:], (first, first + len(pieces[1]))
 
 
-PERTURBATIONS = {"result": perturb_result, "operator": perturb_operator, "final": perturb_final, "numbers": perturb_numbers}
+PERTURBATIONS = {"result": perturb_result, "operator": perturb_operator, "final": perturb_final,
+                 "numbers": perturb_numbers}
 
 
 def perturb(text: str, rng: random.Random, kind: str | None = None) -> tuple[str, tuple[int, int], str] | None:

@@ -49,6 +49,15 @@ class Batch:
         return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
 
 
+def in_chunks(fn, batch: Batch, size: int):
+    """fn(sub_batch, rows) over chunks of `size` rows, outputs concatenated along rows: scoring a
+    whole rollout at once would hold [B, T, vocab] logits, too much for a 150k vocabulary."""
+    outs = [fn(batch.select(rows), rows) for rows in torch.arange(len(batch.input_ids)).split(size)]
+    if isinstance(outs[0], tuple):
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
+
+
 def first_eos_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 on every token up to and including the first EOS of each row, 0 after it, [B, R].
     Counting EOS *before* each position means a pad token equal to EOS hides nothing (M4)."""

@@ -30,7 +30,7 @@ from minirl.metrics import (
     within_question_auroc,
 )
 from minirl.models import RewardModel, token_logprobs
-from minirl.ppo import encode, sample
+from minirl.ppo import encode, in_chunks, sample
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
 
@@ -49,8 +49,9 @@ def sample_and_score(policy, tokenizer, tasks: list[dict], n: int, max_new_token
         prompts = [format_prompt(tasks[i]["question"], tokenizer) for i in chunk]
         batch = sample(policy, tokenizer, prompts, max_new_tokens, temperature, top_p)
         mask = batch.response_mask.bool()
-        logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)  # [B, T], at T = 1
-        rewards = reward_model(batch.input_ids, batch.attention_mask) if reward_model is not None else None
+        logp = in_chunks(lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, 16)  # T = 1
+        rewards = None if reward_model is None else in_chunks(
+            lambda b, _: reward_model(b.input_ids, b.attention_mask), batch, 16)
         for row, (i, text) in enumerate(zip(chunk, batch.texts(tokenizer))):
             ids = batch.input_ids[row][mask[row]].tolist()
             records[i]["samples"].append({

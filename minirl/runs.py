@@ -173,9 +173,10 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model, optimizer, p
         batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in chunk],
                        cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         pool += [(t["question"], x) for t, x in zip(chunk, batch.texts(tokenizer))]
+    own, _ = negatives(demos, pool, 0, rng)  # drop samples identical to their demonstration (M9)
     for step in run.progress(range(cfg.disc_warmup), "discriminator warm-up"):
         experts = rng.sample(demos, cfg.disc_batch)
-        own, perturbed = negatives(experts, rng.sample(pool, 4 * cfg.disc_batch), cfg.perturbed_per_expert, rng)
+        _, perturbed = negatives(experts, [], cfg.perturbed_per_expert, rng)
         stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
                                    rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
                                    cfg.label_smoothing)
@@ -193,13 +194,13 @@ def evaluate(cfg: TrainConfig, policy, tokenizer, test: list[dict], n_questions:
     tasks, k = test[:n_questions], cfg.eval_samples
     policy.eval()
     greedy_right = 0
-    for i in range(0, len(tasks), 256):
-        chunk = tasks[i: i + 256]
+    for i in range(0, len(tasks), cfg.eval_batch):
+        chunk = tasks[i: i + cfg.eval_batch]
         batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in chunk],
                        cfg.max_new_tokens, temperature=0.0)
         greedy_right += sum(is_correct(x, t["answer"]) for x, t in zip(batch.texts(tokenizer), chunk))
     records = sample_and_score(policy, tokenizer, tasks, k, cfg.max_new_tokens, reward_model, cfg.temperature,
-                               cfg.top_p, progress=console.is_terminal)
+                               cfg.top_p, batch_size=cfg.eval_batch, progress=console.is_terminal)
     if records_path is not None:
         save_records(records, records_path)
     table = rerank_table(records, ks=(1, k))
@@ -259,7 +260,6 @@ def resume(run: Run, cfg: TrainConfig, policy, tokenizer, optimizers: dict, rewa
 
 def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=None) -> dict:
     """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
-    wall = time.time() - run.started
     if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
         policy = load_lm(str(run.folder / "policy"), dtype=pick_device()[1])[0].to(pick_device()[0])
     else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
@@ -272,7 +272,7 @@ def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=Non
     for key in ("s_sample", "s_score", "s_update"):
         if steps:
             summary[key + "_per_iter"] = sum(s[key] for s in steps) / len(steps)
-    summary["wall_s"] = round(wall, 1)
+    summary["wall_s"] = round(time.time() - run.started, 1)  # the final evaluation included
     (run.folder / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"{cfg.algo} · {run.folder}")
     table.add_column("figure")

@@ -24,8 +24,8 @@ from minirl import runs
 from minirl.airl import discriminator_step, negatives, policy_rewards
 from minirl.config import TrainConfig, UserError
 from minirl.data import format_prompt, is_correct
-from minirl.models import lm_forward, token_logprobs
-from minirl.ppo import Rollout, encode, gae_advantages, group_advantages, ppo_update, sample, whiten
+from minirl.models import hidden_size, lm_forward, token_logprobs
+from minirl.ppo import Rollout, encode, gae_advantages, group_advantages, in_chunks, ppo_update, sample, whiten
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -87,7 +87,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     device = next(policy.parameters()).device
     demos, rl_tasks, test = data["demos"], data["rl"], data["test"]
     B, G = cfg.prompts_per_iter, cfg.samples_per_prompt
-    value_head = nn.Linear(policy.config.get_text_config().hidden_size, 1).to(device) if cfg.advantage == "gae" else None
+    value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
     params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
@@ -117,11 +117,11 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
 
         # 2. the reward: AIRL's discriminator step then dense reward (M2), or outcome (M6)
         stats: dict[str, float] = {}
-        with torch.no_grad():
-            old_logp, _, old_values = lm_forward(policy, batch.input_ids, batch.attention_mask, cfg.temperature,
-                                                 value_head)
-            logp_t1 = old_logp if cfg.temperature == 1.0 else token_logprobs(policy, batch.input_ids,
-                                                                             batch.attention_mask)
+        with torch.no_grad():  # scored in chunks of minibatch_size rows, to bound memory
+            old_logp, _, old_values = in_chunks(lambda b, _: lm_forward(
+                policy, b.input_ids, b.attention_mask, cfg.temperature, value_head), batch, cfg.minibatch_size)
+            logp_t1 = old_logp if cfg.temperature == 1.0 else in_chunks(
+                lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, cfg.minibatch_size)
         if reward_model is not None:
             experts = rng.sample(demos, cfg.disc_batch)
             own, perturbed = negatives(experts, [(t["question"], x) for t, x in zip(tasks, texts)],
@@ -130,7 +130,8 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
                                             rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
                                             cfg.label_smoothing))
             reward_model.eval()
-            rewards = policy_rewards(reward_model, batch, cfg.form, logp_t1, cfg.reward_clip)  # [B*G, T]
+            rewards = in_chunks(lambda b, rows, logp=logp_t1: policy_rewards(
+                reward_model, b, cfg.form, logp[rows], cfg.reward_clip), batch, cfg.minibatch_size)  # [B*G, T]
         else:  # M6: 1 at the last response token when the final answer is right
             rewards = torch.zeros_like(old_logp)
             last = batch.response_mask.cumsum(1).argmax(1)  # index of each row's last response token
@@ -140,7 +141,8 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         stats["reward_per_seq"] = ((rewards * mask).sum(1)).mean().item()
         if reference is not None:  # M4: r_t - beta (log pi - log pi_ref), k1 estimator
             with torch.no_grad():
-                ref_logp = token_logprobs(reference, batch.input_ids, batch.attention_mask, cfg.temperature)
+                ref_logp = in_chunks(lambda b, _: token_logprobs(reference, b.input_ids, b.attention_mask,
+                                                                 cfg.temperature), batch, cfg.minibatch_size)
             kl = (old_logp - ref_logp) * mask
             rewards = rewards - cfg.kl_beta * kl
             stats["kl_ref"] = (kl.sum(1)).mean().item()

@@ -54,7 +54,8 @@ class Step:
 
 
 # The operation a misconception writes instead of the right one, keyed by cue.
-WRONG_OP = {"half_as_many": ("/", "*"), "gives_away": ("-", "+"), "times_as_many": ("*", "+"), "how_many_more": ("-", "+")}
+WRONG_OP = {"half_as_many": ("/", "*"), "gives_away": ("-", "+"), "times_as_many": ("*", "+"),
+            "how_many_more": ("-", "+")}
 
 
 def step(a: int, op: str, b: int, before: str, after: str, cue: str, held: set[str]) -> Step:
@@ -111,7 +112,8 @@ def _buy_then_lose(rng: random.Random, p: str, q: str, item: str) -> Problem:
         s1 = Step(n, "+", k, f"After buying, {p} has ", f" {item}.")
         return [s1, step(s1.result, "-", m, f"After that, {p} has ", f" {item}.", "gives_away", held)]
 
-    question = f"{p} has {n} {item}. {p} buys {k} more {item}. Then {p} {verb} {m} {item}. How many {item} does {p} have now?"
+    question = (f"{p} has {n} {item}. {p} buys {k} more {item}. Then {p} {verb} {m} {item}. "
+                f"How many {item} does {p} have now?")
     return Problem(question, "buy_then_lose", ["gives_away"], solve)
 
 
@@ -133,7 +135,8 @@ def _times_more(rng: random.Random, p: str, q: str, item: str) -> Problem:
         s1 = step(n, "*", t, f"{q} has ", f" {item}.", "times_as_many", held)
         return [s1, step(s1.result, "-", n, f"{q} has ", f" more {item} than {p}.", "how_many_more", held)]
 
-    question = f"{p} has {n} {item}. {q} has {t} times as many {item} as {p}. How many more {item} does {q} have than {p}?"
+    question = (f"{p} has {n} {item}. {q} has {t} times as many {item} as {p}. "
+                f"How many more {item} does {q} have than {p}?")
     return Problem(question, "times_more", ["times_as_many", "how_many_more"], solve)
 
 
@@ -145,7 +148,8 @@ def _lose_more(rng: random.Random, p: str, q: str, item: str) -> Problem:
         s1 = step(n, "-", k, f"{p} has ", f" {item} left.", "gives_away", held)
         return [s1, step(s1.result, "-", m, f"{p} has ", f" more {item} than {q}.", "how_many_more", held)]
 
-    question = f"{p} has {n} {item} and {verb} {k} of them. {q} has {m} {item}. How many more {item} does {p} have than {q}?"
+    question = (f"{p} has {n} {item} and {verb} {k} of them. {q} has {m} {item}. "
+                f"How many more {item} does {p} have than {q}?")
     return Problem(question, "lose_more", ["gives_away", "how_many_more"], solve)
 
 
@@ -157,7 +161,8 @@ def _price_change(rng: random.Random, p: str, q: str, item: str) -> Problem:
         s1 = Step(price, "*", count, f"The {item} cost $", ".")
         return [s1, Step(paid, "-", s1.result, f"{p} gets $", " back.")]
 
-    question = f"{item.capitalize()} cost ${price} each. {p} buys {count} {item} and pays with ${paid}. How much change does {p} get?"
+    question = (f"{item.capitalize()} cost ${price} each. {p} buys {count} {item} and pays with ${paid}. "
+                f"How much change does {p} get?")
     return Problem(question, "price_change", [], solve)
 
 
@@ -196,7 +201,7 @@ def corpus_solution(problem: Problem, rng: random.Random, rate: float) -> str:
 
 
 def make_world(seed: int = 0, n_demos: int = 400, n_corpus: int = 20000, n_test: int = 500,
-               misconception_rate: float = 0.7, leave_out: str | None = None) -> World:
+               misconception_rate: float = 0.6, leave_out: str | None = None) -> World:
     """Build the three disjoint parts. `leave_out` names a misconception whose cued problems
     are kept out of the demonstrations (they stay in the corpus and the test set)."""
     if leave_out is not None and leave_out not in MISCONCEPTIONS:

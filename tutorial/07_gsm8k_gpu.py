@@ -54,12 +54,18 @@ params = layers * per_layer + vocab * h + h  # + embedding (tied with the LM hea
 print("\n== GPU memory estimate (bf16 on CUDA: minirl.models.pick_device)")
 print(f"parameters: {layers} layers x {per_layer:,} + embedding {vocab:,} x {h} + norm {h} = {params:,} (0.49B)")
 
-# Trained models (policy, reward model): bf16 weights 2 bytes + bf16 grads 2 bytes + AdamW's two moments, which
-# torch keeps in the parameter's dtype, 2 x 2 bytes = 8 bytes per parameter. A frozen reference copy of the
-# policy (weights only, 2 bytes) exists only when kl_beta > 0 (M4).
-trained = 2 * params * (2 + 2 + 2 * 2)
+# Trained models (policy, reward model), fully fine-tuned: bf16 weights 2 bytes + bf16 grads 2 bytes + AdamW's
+# two moments, which torch keeps in the parameter's dtype, 2 x 2 bytes = 8 bytes per parameter. With LoRA
+# (lora_rank > 0) only the small adapters get grads and moments: ~2 bytes per parameter. A frozen reference copy
+# of the policy (weights only, 2 bytes) exists only when kl_beta > 0 (M4).
+per_param = 2 if cfg.lora_rank > 0 else 2 + 2 + 2 * 2
+trained = 2 * params * per_param
 reference = params * 2 if cfg.kl_beta > 0 else 0
-print(f"policy + reward model: 2 x {params:,} x (2 weights + 2 grads + 4 AdamW) bytes = {trained / GB:.2f} GB")
+print(f"lora_rank {cfg.lora_rank} ({'LoRA' if cfg.lora_rank else 'full fine-tuning'}), grad_checkpointing "
+      f"{cfg.grad_checkpointing}")
+print(f"policy + reward model: 2 x {params:,} x {per_param} bytes "
+      f"({'weights; adapters not counted' if cfg.lora_rank else '2 weights + 2 grads + 4 AdamW'}) = "
+      f"{trained / GB:.2f} GB")
 print(f"frozen reference (kl_beta {cfg.kl_beta}): {params:,} x 2 bytes = {reference / GB:.2f} GB")
 
 # The LM head's output dominates activations: every position gets 151,936 logits, cast to fp32 (4 bytes) and
@@ -76,9 +82,12 @@ minibatch = logits_bytes(cfg.minibatch_size)
 print(f"logits of one PPO minibatch: {cfg.minibatch_size} x ({prompt} + {cfg.max_new_tokens}) x {vocab:,} x 4 bytes "
       f"x 3 = {minibatch / GB:.2f} GB")
 # Activations saved for the backward pass besides the logits: ~34 bytes per token per hidden unit per layer in
-# 16-bit (Korthikanti et al. 2022, attention without the s^2 term as with SDPA): a rough figure.
-acts = cfg.minibatch_size * length * h * 34 * layers
-print(f"other saved activations: {cfg.minibatch_size} x {length} x {h} x 34 bytes x {layers} = {acts / GB:.2f} GB")
+# 16-bit (Korthikanti et al. 2022, attention without the s^2 term as with SDPA): a rough figure. With gradient
+# checkpointing only each layer's 2-byte input is kept (and one layer's activations are recomputed at a time).
+saved = 2 if cfg.grad_checkpointing else 34
+acts = cfg.minibatch_size * length * h * saved * layers
+print(f"other saved activations: {cfg.minibatch_size} x {length} x {h} x {saved} bytes x {layers} = "
+      f"{acts / GB:.2f} GB")
 total = trained + reference + minibatch + acts
 print(f"estimated peak during a PPO update: {total / GB:.1f} GB")
 
