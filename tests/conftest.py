@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from minirl.data import format_prompt, synthetic_tasks
-from minirl.models import build_tiny_lm, build_tokenizer
+from minirl.config import TrainConfig
+from minirl.models import RewardModel, build_tiny_lm, build_tokenizer
 
 # Micro models run ~20x faster on one thread than on two when the machine's other core is busy
 # (2-core machine, experiments running beside the tests).
@@ -55,3 +61,18 @@ def make_eos_lm():
 @pytest.fixture
 def eos_lm(tok, make_eos_lm):
     return make_eos_lm(tok)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A micro run folder: policy/, reward/ (token head, a copy of the policy) and config.json."""
+    run = tmp_path_factory.mktemp("run")
+    data = synthetic_tasks(0, n_demos=50, n_corpus=300, n_test=20)
+    tok = build_tokenizer([t["question"] + "\n" + t["answer"] for t in data["corpus"] + data["demos"]])
+    lm = build_tiny_lm(tok, "micro")
+    lm.save_pretrained(run / "policy")
+    tok.save_pretrained(run / "policy")
+    RewardModel(copy.deepcopy(lm), "token").save(run / "reward", tok)
+    cfg = TrainConfig(n_demos=50, n_corpus=300, size="micro", max_new_tokens=40)
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    return run

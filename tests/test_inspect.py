@@ -78,21 +78,6 @@ def test_chance_hit_at_k() -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A micro run folder: policy/, reward/ (token head, a copy of the policy) and config.json."""
-    run = tmp_path_factory.mktemp("run")
-    data = synthetic_tasks(0, n_demos=50, n_corpus=300, n_test=20)
-    tok = build_tokenizer([t["question"] + "\n" + t["answer"] for t in data["corpus"] + data["demos"]])
-    lm = build_tiny_lm(tok, "micro")
-    lm.save_pretrained(run / "policy")
-    tok.save_pretrained(run / "policy")
-    RewardModel(copy.deepcopy(lm), "token").save(run / "reward", tok)
-    cfg = TrainConfig(n_demos=50, n_corpus=300, size="micro", max_new_tokens=40)
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
-    return run
-
-
-@pytest.fixture(scope="module")
 def test_questions(run_dir: Path) -> list[dict]:
     from minirl.runs import load_data
 

@@ -97,3 +97,15 @@ def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
     lines = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_gpu_check_says_when_there_is_no_gpu():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run tutorial/gpu_check.py itself")
+    script = Path(__file__).resolve().parents[1] / "tutorial/gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "no CUDA device" in done.stdout

@@ -1,0 +1,69 @@
+"""`minirl rerank` end to end on a micro run (the `run_dir` fixture in conftest.py), and the
+trace aggregators of M5 on hand-built rewards."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from minirl.cli import app
+from minirl.rerank import aggregate, rerank_table
+
+
+def test_aggregators_by_hand():
+    tokens = ["a", " b", "\n", "####", " 4", "<eos>"]
+    rewards = [1.0, -2.0, 0.5, 0.0, 2.0, 1.0]
+    assert aggregate(rewards, tokens, "mean") == pytest.approx(2.5 / 6)
+    assert aggregate(rewards, tokens, "sum") == pytest.approx(2.5)
+    assert aggregate(rewards, tokens, "min") == -2.0
+    assert aggregate(rewards, tokens, "last") == 1.0
+    # discounted reward-to-go (gamma 0.5) from the `####` line: G_5 = 1, G_4 = 2 + 0.5 = 2.5,
+    # G_3 = 0 + 0.5 * 2.5 = 1.25; their mean = (1.25 + 2.5 + 1) / 3
+    assert aggregate(rewards, tokens, "discounted", gamma=0.5) == pytest.approx(4.75 / 3)
+
+
+def test_rerank_table_on_constructed_scores():
+    def s(correct, logprob, reward, answer):
+        return {"correct": correct, "logprob": logprob, "rewards": [reward], "tokens": ["x"], "answer": answer}
+
+    records = [{"samples": [s(True, -2.0, 1.0, 5), s(False, -1.0, 0.0, 6), s(False, -1.5, -1.0, 6)]},
+               {"samples": [s(False, -1.0, 0.5, 1), s(True, -3.0, 0.4, 2), s(True, -2.5, 0.3, 2)]}]
+    table = rerank_table(records, ks=(1, 2))
+    assert table["random"]["success@1"] == pytest.approx((1 / 3 + 2 / 3) / 2)  # mean sample accuracy
+    assert table["mean"]["success@1"] == pytest.approx(0.5)  # right on q1, wrong on q2
+    assert table["logprob"]["success@1"] == 0.0  # the confident answer is wrong on both
+    assert table["majority"]["success@1"] == pytest.approx(0.5)  # 6 (wrong) on q1, 2 (right) on q2
+    assert table["oracle"]["success@1"] == 1.0
+    assert table["mean"]["auroc"] == pytest.approx(0.5)  # within q: 1.0 on q1, 0.0 on q2
+    lo, hi = table["mean"]["success@1_ci"]
+    assert lo <= 0.5 <= hi
+
+
+def test_rerank_cli_end_to_end(run_dir, tmp_path):
+    out, samples = tmp_path / "figures.json", tmp_path / "samples.jsonl"
+    args = ["rerank", "--run", str(run_dir), "--n", "4", "--questions", "3", "--max-new-tokens", "20"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--samples", str(samples)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert {"random", "majority", "logprob", "oracle", "mean", "discounted", "pass@k"} <= set(figures)
+    assert set(figures["mean"]) >= {"success@1", "success@4", "auroc", "auroc_pooled"}
+    records = [json.loads(x) for x in samples.read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["samples"]) == 4 for r in records)
+    # metrics recomputed from the saved samples, without sampling again, are the same
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(app, ["rerank", "--run", str(run_dir), "--from-samples", str(samples),
+                                      "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text()) == figures
+
+
+def test_rerank_reward_from_another_run_and_gsm8k_file(run_dir, tmp_path):
+    gsm = tmp_path / "q.jsonl"
+    gsm.write_text(json.dumps({"question": "Tom has 3 pens and buys 4. How many?", "answer": "3+4=7\n#### 7"}) + "\n")
+    result = CliRunner().invoke(app, ["rerank", "--run", str(run_dir), "--reward-from", str(run_dir), "--n", "2",
+                                      "--questions", "1", "--max-new-tokens", "10", "--data", str(gsm),
+                                      "--out", str(tmp_path / "f.json")])
+    assert result.exit_code == 0, result.output
+    assert "mean" in json.loads((tmp_path / "f.json").read_text())
+    missing = CliRunner().invoke(app, ["rerank", "--run", str(run_dir), "--reward-from", str(tmp_path)])
+    assert missing.exit_code == 1 and "no reward model" in missing.output
