@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from minirl.data import format_prompt, synthetic_tasks
 from minirl.config import TrainConfig
+from minirl.data import format_prompt, synthetic_tasks
 from minirl.models import RewardModel, build_tiny_lm, build_tokenizer
 
 # Micro models run ~20x faster on one thread than on two when the machine's other core is busy

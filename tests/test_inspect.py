@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +10,7 @@ from typer.testing import CliRunner
 
 from minirl.cli import app
 from minirl.config import TrainConfig
-from minirl.data import synthetic_tasks
 from minirl.localise import chance_hit_at_k, char_to_token_span, display_rewards, first_wrong_line_span, hit_at_k
-from minirl.models import RewardModel, build_tiny_lm, build_tokenizer
 
 # ---------------------------------------------------------------- by hand
 
