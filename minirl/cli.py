@@ -187,12 +187,13 @@ def inspect(
             table.add_column("score")
             for name, figs in settings:
                 if figs is not None:
-                    table.add_column(f"{name}\nhit@1", justify="right")
-                    table.add_column(f"{name}\nhit@3", justify="right")
+                    for h in ("hit@1", "hit@3", "step@1"):
+                        table.add_column(f"{name}\n{h}", justify="right")
             for label, key in [("reward f", "reward"), ("reward f - log pi", "reward_minus_logprob"),
                                ("policy log-prob", "policy_logprob"), ("chance", "chance")]:
                 if key in figures["perturbed"]["hit@1"]:  # the reward rows only with a reward model
-                    cells = [figs[h][key] for _, figs in settings if figs is not None for h in ("hit@1", "hit@3")]
+                    cells = [figs[h][key] for _, figs in settings if figs is not None
+                             for h in ("hit@1", "hit@3", "step@1")]
                     table.add_row(label, *("-" if v is None else f"{v:.2f}" for v in cells))
             perturbed, samples = figures["perturbed"], figures["samples"]
             table.caption = (f"{perturbed['n']} perturbed held-out expert traces (target: the first change); "

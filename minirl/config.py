@@ -21,7 +21,7 @@ def opt(default, help: str):
 class TrainConfig:
     algo: str = opt("airl", "pretrain | sft | airl | outcome: what to train (M4, M6)")
     preset: str = opt("tiny", "named defaults: tiny (CPU, synthetic world), smollm2 (CPU, GSM8K), gsm8k-qwen0.5b (GPU)")
-    out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>)")
+    out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>; tiny pretrain: runs/base-tiny-s0)")
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
                         "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
     reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")

@@ -22,6 +22,7 @@ import torch
 from minirl.data import format_prompt, is_correct, perturb
 from minirl.ppo import sample
 from minirl.rerank import score_texts
+from minirl.viz import split_steps
 
 SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
 
@@ -81,6 +82,14 @@ def hit_at_k(scores: list[float], target: tuple[int, int], k: int, exclude_last:
     return float(any(target[0] <= i < target[1] for i in lowest))
 
 
+def step_hit(scores: list[float], steps: list[tuple[int, int, float]], target: tuple[int, int]) -> float:
+    """Step-level Hit@1 (M7, the paper's step-interval view): 1.0 if the step (line) with the lowest
+    mean token score overlaps the target token range. `steps` are (start, end) token ranges."""
+    means = [sum(scores[a:b]) / (b - a) for a, b, _ in steps]
+    a, b, _ = steps[means.index(min(means))]
+    return float(a < target[1] and target[0] < b)
+
+
 def chance_hit_at_k(n_tokens: int, target: tuple[int, int], k: int) -> float:
     """Expected hit@k of k distinct tokens drawn uniformly from `n_tokens` (EOS excluded): 1 - C(n-m, k) / C(n, k)."""
     m = max(0, min(target[1], n_tokens) - target[0])
@@ -109,13 +118,16 @@ def measure(policy, tokenizer, reward_model, items: list[tuple[str, str, tuple[i
             hits = {f"hit@{k}": {name: hit_at_k(s, target, k) for name, s in scores.items()} for k in (1, 3)}
             for k in (1, 3):
                 hits[f"hit@{k}"]["chance"] = chance_hit_at_k(len(tokens) - 1, target, k)
+            steps = split_steps(tokens[:-1], logprobs[:-1])  # the lines of the trace, EOS left out
+            hits["step@1"] = {name: step_hit(s, steps, target) for name, s in scores.items()}
+            hits["step@1"]["chance"] = 1 / len(steps)
             rows.append((kind, hits))
 
     def mean(values: list[float]) -> float | None:
         return sum(values) / len(values) if values else None
 
     out: dict = {"n": len(rows), "skipped": len(items) - len(rows)}
-    for key in ("hit@1", "hit@3"):
+    for key in ("hit@1", "hit@3", "step@1"):
         out[key] = {name: mean([h[key][name] for _, h in rows]) for name in names}
     kinds = sorted({kind for kind, _ in rows})
     out["by_kind"] = {kind: {"n": sum(k == kind for k, _ in rows),

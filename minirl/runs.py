@@ -13,7 +13,7 @@ import copy
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -112,10 +112,18 @@ def load_policy(cfg: TrainConfig, data: dict):
     return policy.to(device), tokenizer
 
 
+def default_out(cfg: TrainConfig) -> Path:
+    """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
+    the other algorithms start from, runs/base-<size>-s<seed>."""
+    if cfg.algo == "pretrain" and cfg.preset == "tiny":
+        return Path(f"runs/base-{cfg.size}-s{cfg.seed}")
+    return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
+
+
 def ensure_base_policy(cfg: TrainConfig) -> str:
     """The tiny preset's base policy (pretrained on the misconception corpus): reuse it when
     present, build it otherwise. Stands in for the paper's off-the-shelf instruct model."""
-    folder = Path(f"runs/base-{cfg.size}-s{cfg.seed}")
+    folder = default_out(replace(cfg, algo="pretrain", preset="tiny"))
     if not (folder / "summary.json").exists():
         console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
         from minirl.train import train

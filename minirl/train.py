@@ -34,7 +34,7 @@ def train(cfg: TrainConfig) -> dict:
         raise UserError(f"unknown algo {cfg.algo!r}; choose pretrain, sft, airl or outcome")
     if cfg.algo != "pretrain" and cfg.preset == "tiny" and not cfg.init:
         cfg = replace(cfg, init=runs.ensure_base_policy(cfg))
-    out = Path(cfg.out or f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
+    out = Path(cfg.out) if cfg.out else runs.default_out(cfg)
     run = runs.start(out, cfg)
     data = runs.load_data(cfg)
     policy, tokenizer = runs.load_policy(cfg, data)
