@@ -105,8 +105,8 @@ def load_policy(cfg: TrainConfig, data: dict):
         policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
     else:
         raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
-    if cfg.grad_checkpointing:
-        policy.gradient_checkpointing_enable()
+    if cfg.grad_checkpointing:  # transformers 5 renamed it "activation checkpointing"
+        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
     if cfg.lora_rank > 0:
         policy = add_lora(policy, cfg.lora_rank)
     return policy.to(device), tokenizer

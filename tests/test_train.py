@@ -40,9 +40,9 @@ def test_pretrain_loss_falls_and_run_folder_is_complete(base_run):
 
 
 def airl_config(base, out, **kw):
-    return from_preset("tiny", "airl", init=str(base), out=str(out), steps=4, eval_every=2, disc_warmup=2,
-                       warmup_pool=4, prompts_per_iter=2, samples_per_prompt=2, minibatch_size=4, disc_batch=2,
-                       **{**SMALL, **kw})
+    small = dict(steps=4, eval_every=2, disc_warmup=2, warmup_pool=4, prompts_per_iter=2, samples_per_prompt=2,
+                 minibatch_size=4, disc_batch=2, **SMALL)
+    return from_preset("tiny", "airl", init=str(base), out=str(out), **{**small, **kw})
 
 
 def test_airl_run_writes_reward_model_and_timings(base_run, tmp_path):
@@ -109,3 +109,14 @@ def test_gpu_check_says_when_there_is_no_gpu():
     script = Path(__file__).resolve().parents[1] / "tutorial/gpu_check.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "no CUDA device" in done.stdout
+
+
+def test_lora_airl_run_saves_merged_plain_checkpoints(base_run, tmp_path):
+    pytest.importorskip("peft")
+    summary = train(airl_config(base_run[0], tmp_path / "lora", steps=2, lora_rank=4, grad_checkpointing=True))
+    assert "reward_auroc" in summary
+    policy, _, reward_model, _ = runs.load_run(tmp_path / "lora")  # merged: loads as a plain model
+    assert not hasattr(policy, "peft_config") and reward_model is not None
+    base = load_file(base_run[0] / "policy/model.safetensors")
+    tuned = load_file(tmp_path / "lora/checkpoint/policy/model.safetensors")
+    assert base.keys() == tuned.keys()  # no adapter names leak into the saved weights
