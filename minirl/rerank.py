@@ -49,9 +49,9 @@ def sample_and_score(policy, tokenizer, tasks: list[dict], n: int, max_new_token
         prompts = [format_prompt(tasks[i]["question"], tokenizer) for i in chunk]
         batch = sample(policy, tokenizer, prompts, max_new_tokens, temperature, top_p)
         mask = batch.response_mask.bool()
-        logp = in_chunks(lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, 16)  # T = 1
+        logp = in_chunks(lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, 8)  # T = 1
         rewards = None if reward_model is None else in_chunks(
-            lambda b, _: reward_model(b.input_ids, b.attention_mask), batch, 16)
+            lambda b, _: reward_model(b.input_ids, b.attention_mask), batch, 8)
         for row, (i, text) in enumerate(zip(chunk, batch.texts(tokenizer))):
             ids = batch.input_ids[row][mask[row]].tolist()
             records[i]["samples"].append({

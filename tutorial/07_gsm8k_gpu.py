@@ -91,14 +91,13 @@ print(f"other saved activations: {cfg.minibatch_size} x {length} x {h} x {saved}
 total = trained + reference + minibatch + acts
 print(f"estimated peak during a PPO update: {total / GB:.1f} GB")
 
-# Two forwards push *more* sequences through the LM head at once than a minibatch, without gradients: scoring a
-# whole rollout (prompts_per_iter x samples_per_prompt sequences, policy then reward model) and evaluation
-# (`rerank.sample_and_score`, 256 sequences per batch). Their logits alone:
+# Scoring without gradients (the rollout before the update, and evaluation) runs through the LM head in chunks:
+# `minirl.ppo.in_chunks` scores a rollout `minibatch_size` rows at a time and evaluation 8 rows at a time, so
+# those forwards hold no more logits than one minibatch; without the chunks a whole rollout would need:
 rollout = cfg.prompts_per_iter * cfg.samples_per_prompt
-print(f"logits when scoring a rollout of {rollout} sequences: {logits_bytes(rollout) / GB:.1f} GB; "
-      f"an evaluation batch of 256: {logits_bytes(256) / GB:.1f} GB")
-print("-> the rollout and evaluation forwards, not the update, set the limit: fewer prompts_per_iter x "
-      "samples_per_prompt, or scoring in chunks, keeps them under a 24 GB card.")
+print(f"logits of one scoring chunk ({cfg.minibatch_size} rows): {logits_bytes(cfg.minibatch_size) / GB:.2f} GB; "
+      f"unchunked, a rollout of {rollout} would need {logits_bytes(rollout) / GB:.1f} GB")
+print(f"-> the PPO update sets the peak: about {total / GB:.0f} GB, within a 24 GB card")
 
 # ---------------------------------------------------------------- 4. this machine
 if not torch.cuda.is_available():
