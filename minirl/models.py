@@ -92,6 +92,10 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     except (OSError, ValueError) as e:  # missing files, or a folder that holds no model
         raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {str(e).splitlines()[0]}") from None
+    if gguf_file:  # GGUF weights are de-quantized on load: drop the marker so the model saves like any other
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if tokenizer.pad_token is None:  # many chat models have none; EOS masking copes (M4)
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
