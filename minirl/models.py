@@ -78,7 +78,7 @@ def build_tiny_lm(tokenizer: PreTrainedTokenizerFast, size: str = "tiny", seed: 
 
 def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a run folder's `policy/`, a local model folder, a .gguf file
-    or a hub id. A .gguf path is split into its folder and file name (M5 of issue: offline)."""
+    or a hub id. A .gguf path is split into its folder and file name."""
     path = Path(name)
     if path.suffix == ".gguf":
         path, gguf_file = path.parent, path.name
