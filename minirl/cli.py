@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from minirl.config import TrainConfig, UserError, from_preset
+from minirl.config import TrainConfig, UserError, config_from, from_preset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
@@ -71,7 +71,6 @@ def rerank(
     from rich.table import Table
 
     from minirl import runs
-    from minirl.config import TrainConfig
     from minirl.data import load_gsm8k
     from minirl.rerank import load_records, rerank_table, sample_and_score, save_records
 
@@ -83,7 +82,7 @@ def rerank(
             policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
             if reward_model is None:
                 err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
-            cfg = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
+            cfg = config_from(config)
             tasks = load_gsm8k(data) if data else runs.load_data(cfg)["test"]
             torch.manual_seed(seed)
             records = sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
@@ -159,7 +158,7 @@ def inspect(
             raise DataError(f"--trace-file {trace_file}: no such file")
         response = Path(trace_file).read_text(encoding="utf-8").rstrip("\n") if trace_file is not None else trace
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
-        cfg = TrainConfig(**{k: v for k, v in config.items() if k in {f.name for f in fields(TrainConfig)}})
+        cfg = config_from(config)
         max_new = max_new_tokens or config.get("max_new_tokens") or 96
         head = reward_model.head_kind if reward_model is not None else None
         what = {"token": "reward f - log pi per token", "scalar": "reward z per token"}.get(

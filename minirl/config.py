@@ -109,5 +109,11 @@ def from_preset(name: str, algo: str = "airl", **overrides) -> TrainConfig:
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def config_from(saved: dict) -> TrainConfig:
+    """A run's TrainConfig from its config.json, ignoring keys this version does not know."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
 def field_help() -> dict[str, str]:
     return {f.name: f.metadata["help"] for f in fields(TrainConfig)}

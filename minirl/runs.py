@@ -23,6 +23,7 @@ from rich.table import Table
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from minirl.airl import discriminator_step, negatives
 from minirl.config import TrainConfig, from_preset
 from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, synthetic_tasks
 from minirl.models import (
@@ -170,8 +171,6 @@ def load_reward_model(cfg: TrainConfig, policy) -> RewardModel:
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model, optimizer, policy, tokenizer, demos) -> None:
     """M2 before PPO: `disc_warmup` steps on experts vs the starting policy's own samples of
     the demonstration problems (identical ones dropped) and perturbed experts."""
-    from minirl.airl import discriminator_step, negatives
-
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     pool_tasks = demos[: cfg.warmup_pool]
