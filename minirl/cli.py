@@ -166,43 +166,56 @@ def inspect(
         if reward_model is None:
             err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead",
                       soft_wrap=True)
-        test: list[dict] = []
+        data: dict[str, list[dict]] = {"test": []}
         if localisation is not None or text is None:
             if not config:
                 raise DataError(f"{run}: no config.json, so its held-out data is unknown; give --text instead")
-            test = runs.load_data(cfg)["test"]
+            data = runs.load_data(cfg)
+        test = data["test"]
 
         if localisation is not None:  # ---- Hit@1 / Hit@3 in two settings (M7)
-            figures = {"run": run, "head": head,
-                       "perturbed": localise.localisation(policy, tokenizer, reward_model, test, localisation, seed),
-                       "samples": localise.localisation_on_samples(policy, tokenizer, reward_model, test, localisation,
-                                                                   max_new, seed) if cfg.data == "synthetic" else None}
+            own_samples = cfg.data == "synthetic"
+            figures = {"run": run, "head": head, **localise.localisation(
+                policy, tokenizer, reward_model, test, localisation, max_new, seed, own_samples)}
             if as_json:
                 typer.echo(json.dumps(figures))
                 return
-            settings = [("perturbed experts", figures["perturbed"]), ("own wrong samples", figures["samples"])]
-            table = Table(title=f"error localisation: is the lowest-scoring token inside the error? "
-                                f"({run}, {f'{head} head' if head else 'no reward model'})")
-            table.add_column("score")
-            for name, figs in settings:
-                if figs is not None:
-                    for h in ("hit@1", "hit@3", "step@1"):
-                        table.add_column(f"{name}\n{h}", justify="right")
-            for label, key in [("reward f", "reward"), ("reward f - log pi", "reward_minus_logprob"),
-                               ("policy log-prob", "policy_logprob"), ("chance", "chance")]:
-                if key in figures["perturbed"]["hit@1"]:  # the reward rows only with a reward model
-                    cells = [figs[h][key] for _, figs in settings if figs is not None
-                             for h in ("hit@1", "hit@3", "step@1")]
-                    table.add_row(label, *("-" if v is None else f"{v:.2f}" for v in cells))
             perturbed, samples = figures["perturbed"], figures["samples"]
-            table.caption = (f"{perturbed['n']} perturbed held-out expert traces (target: the first change); "
-                             + (f"{samples['n']} wrong samples of {samples['sampled']} held-out questions (target: "
-                                "the first wrong line)" if samples else "no own-sample setting: GSM8K has no "
-                                "deterministic right solution") + ". The final EOS is never a candidate.")
-            out.print(table)
+            settings = [(f"{perturbed['n']} perturbed held-out expert traces; target: the first change", perturbed),
+                        (f"{samples['n']} wrong samples of {samples['sampled']} held-out questions; target: the "
+                         "first wrong line" if samples else "", samples)]
+            for title, figs in settings:
+                if figs is None:
+                    out.print("(no own-sample setting: GSM8K has no deterministic right solution to compare with)")
+                    continue
+                table = Table(title=f"error localisation ({run}, {f'{head} head' if head else 'no reward model'}): "
+                                    f"{title}",
+                              caption="lowest: the lowest-scoring token; first < tau: the first token below tau, tau "
+                                      "chosen on the other half of the traces (two folds: tau of each shown). The "
+                                      "final EOS is never a candidate.")
+                for column in ("score", "rule", "Hit@1 [95% CI]", "Hit@3", "Step@1"):
+                    table.add_column(column, justify="left" if column in ("score", "rule") else "right")
+                for label, key in [("reward f", "reward"), ("reward f - log pi", "reward_minus_logprob"),
+                                   ("policy log-prob", "policy_logprob"), ("chance", "chance")]:
+                    taus = [t for t in figs["thresholds"].get(key, []) if t is not None]
+                    rules = [("lowest", key)] + ([(f"first < {'/'.join(f'{t:.1f}' for t in taus)}", f"{key}_first")]
+                                                 if taus else [])
+                    for rule, name in rules if key != "chance" else [("uniform", key)]:
+                        if name in figs["hit@1"]:  # the reward rows only with a reward model
+                            lo, hi = figs["hit@1_ci"][name]
+                            cells = [f"{v:.2f}" if v is not None else "-" for v in
+                                     (figs["hit@1"][name], figs["hit@3"][name], figs["step@1"][name])]
+                            cells[0] += f" [{lo:.2f}, {hi:.2f}]" if figs["n"] else ""
+                            table.add_row(label, rule, *cells)
+                out.print(table)
+                for rule, (gain, lo, hi) in figs["hit@1_gain_over_logprob"].items():
+                    out.print(f"Hit@1 gain of reward f over log-prob, paired "
+                              f"({'first < tau' if rule.endswith('_first') else 'lowest'}): {gain:+.2f} "
+                              f"[{lo:+.2f}, {hi:+.2f}]")
             first = "reward" if reward_model is not None else "policy_logprob"
-            out.print(f"hit@1 of {first} by perturbation: " + ", ".join(
-                f"{kind} {v[first]:.2f} (n={v['n']})" for kind, v in perturbed["by_kind"].items()))
+            for rule in (first, f"{first}_first"):
+                out.print(f"hit@1 of {rule} by perturbation: " + ", ".join(
+                    f"{kind} {v[rule]:.2f} (n={v['n']})" for kind, v in perturbed["by_kind"].items() if rule in v))
             return
 
         # ---- one question: its trace(s) coloured per token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,18 @@ from typer.testing import CliRunner
 
 from minirl.cli import app
 from minirl.config import TrainConfig
-from minirl.localise import chance_hit_at_k, char_to_token_span, display_rewards, first_wrong_line_span, hit_at_k
+from minirl.localise import (
+    calibrate,
+    chance_hit_at_k,
+    char_to_token_span,
+    cross_fit,
+    display_rewards,
+    first_below,
+    first_wrong_line_span,
+    hit_at_k,
+    lowest,
+    summarise,
+)
 
 # ---------------------------------------------------------------- by hand
 
@@ -52,15 +64,60 @@ def test_display_rewards() -> None:
         display_rewards({**result, "rewards": None}, "token")
 
 
-def test_hit_at_k() -> None:
-    scores = [0.0, -1.0, 0.5, -2.0, -1.0, -9.0]  # the last is the EOS
-    assert hit_at_k(scores, (3, 4), 1) == 1.0  # token 3 is the lowest once the EOS is left out
-    assert hit_at_k(scores, (5, 6), 1) == 0.0
-    assert hit_at_k(scores, (5, 6), 1, exclude_last=False) == 1.0
-    assert hit_at_k(scores, (4, 5), 2) == 0.0  # tie at -1.0 between 1 and 4: the earlier one, 1, is taken
-    assert hit_at_k(scores, (4, 5), 3) == 1.0
-    assert hit_at_k(scores, (0, 1), 3) == 0.0  # the three lowest are 3, 1, 4
-    assert hit_at_k([1.0, 1.0, 1.0, 0.0], (0, 1), 1) == 1.0  # all tied: the first
+def test_rankings_and_hit_at_k() -> None:
+    scores = [0.0, -1.0, 0.5, -2.0, -1.0]
+    assert lowest(scores) == [3, 1, 4, 0, 2]  # tie at -1.0 between 1 and 4: the earlier one first
+    assert first_below(scores, -0.5) == [1, 3, 4, 0, 2]  # below -0.5 in reading order, then the rest lowest first
+    assert first_below(scores, -5.0) == lowest(scores)  # nothing flagged: the lowest rule
+    assert hit_at_k(lowest(scores), (3, 4), 1) == 1.0
+    assert hit_at_k(lowest(scores), (4, 5), 2) == 0.0
+    assert hit_at_k(lowest(scores), (4, 5), 3) == 1.0
+    assert hit_at_k(first_below(scores, -0.5), (1, 2), 1) == 1.0  # the first error, not the worst one
+    assert hit_at_k(lowest([1.0, 1.0, 1.0]), (0, 1), 1) == 1.0  # all tied: the first
+
+
+def row(scores: list[float], target: tuple[int, int], steps: list[tuple[int, int]] | None = None) -> dict:
+    return {"kind": "k", "target": target, "steps": steps or [(0, len(scores))], "scores": {"policy_logprob": scores}}
+
+
+def test_calibrate_picks_the_threshold_that_finds_first_errors() -> None:
+    # every trace: a first error at -2 (the target), then a worse echo at -6; tokens that are right sit at -0.5
+    rows = [row([-0.5, -2.0, -0.5, -6.0], (1, 2)), row([-2.0, -0.5, -6.0, -0.5], (0, 1))]
+    tau = calibrate(rows, "policy_logprob")
+    assert -6.0 < tau <= -0.5  # flags -2 but not -0.5: both targets hit
+    assert all(hit_at_k(first_below(r["scores"]["policy_logprob"], tau), r["target"], 1) for r in rows)
+    assert calibrate([], "policy_logprob") is None
+
+
+def test_calibrate_matches_brute_force() -> None:
+    rng = random.Random(0)
+    for _ in range(20):
+        rows = []
+        for _ in range(rng.randint(1, 6)):
+            scores = [float(rng.randint(-8, 0)) for _ in range(rng.randint(1, 7))]  # integers: many ties
+            start = rng.randrange(len(scores))
+            rows.append(row(scores, (start, rng.randint(start + 1, len(scores)))))
+
+        def hits(tau: float, rows: list[dict] = rows) -> float:
+            return sum(hit_at_k(first_below(r["scores"]["policy_logprob"], tau), r["target"], 1) for r in rows)
+
+        every = {v for r in rows for v in r["scores"]["policy_logprob"]}
+        assert hits(calibrate(rows, "policy_logprob")) == max(hits(t) for t in every | {t + 0.5 for t in every})
+
+
+def test_cross_fit_and_summarise_by_hand() -> None:
+    rows = [row([-0.5, -2.0, -0.5, -6.0], (1, 2), [(0, 2), (2, 4)]) for _ in range(4)]
+    taus = cross_fit(rows, ("policy_logprob",))
+    assert len(taus) == 2 and all(r["taus"] is taus[i % 2] for i, r in enumerate(rows))  # the other fold's tau
+    figures = summarise(rows)
+    assert figures["n"] == 4
+    assert figures["hit@1"]["policy_logprob"] == 0.0  # the lowest token is the echo at 3
+    assert figures["hit@1"]["policy_logprob_first"] == 1.0
+    assert figures["hit@3"]["policy_logprob"] == 1.0  # 3, 1, 0
+    assert figures["step@1"]["policy_logprob"] == 0.0  # line means: -1.25 vs -3.25: the second line
+    assert figures["step@1"]["policy_logprob_first"] == 1.0  # the line holding the first flagged token
+    assert figures["hit@1"]["chance"] == pytest.approx(0.25) and figures["step@1"]["chance"] == 0.5
+    assert figures["by_kind"]["k"]["n"] == 4
 
 
 def test_chance_hit_at_k() -> None:
@@ -111,10 +168,13 @@ def test_inspect_localisation_json(run_dir: Path) -> None:
     result = invoke("--run", str(run_dir), "--localisation", "5", "--json")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
+    scores = {"reward", "reward_minus_logprob", "policy_logprob"}
     for setting in ("perturbed", "samples"):
-        assert {"n", "hit@1", "hit@3", "by_kind"} <= set(figures[setting])
-        for key in ("hit@1", "hit@3"):
-            assert set(figures[setting][key]) == {"reward", "reward_minus_logprob", "policy_logprob", "chance"}
+        assert {"n", "hit@1", "hit@3", "step@1", "by_kind", "thresholds"} <= set(figures[setting])
+        assert set(figures[setting]["thresholds"]) == scores
+        for key in ("hit@1", "hit@3", "step@1"):
+            assert set(figures[setting][key]) <= scores | {f"{s}_first" for s in scores} | {"chance"}
+            assert scores | {"chance"} <= set(figures[setting][key])
             assert all(0.0 <= v <= 1.0 for v in figures[setting][key].values() if v is not None)
     assert figures["perturbed"]["n"] == 5
     # a fresh token head is a copy of the policy: the reward localises exactly as the log-prob does

@@ -10,8 +10,10 @@ If the reward has learned anything about reasoning, the lowest-reward token shou
 
 It prints: one of the policy's wrong samples with each token coloured by its reward (red low, green high; the
 first wrong line marked); an expert trace and a perturbed copy of it (M3), the changed token marked; then
-Hit@1/Hit@3 over perturbed held-out traces: how often the lowest-reward token is the changed one, beside the
-policy's log-prob and chance. Without colour (NO_COLOR=1, or piped) each trace is printed one token per line.
+Hit@1/Hit@3 over perturbed held-out traces, beside the policy's log-prob and chance, for two ways of picking
+the blamed token: the lowest-scoring one, and the first one below a threshold (errors propagate, so the worst
+token is often a later echo of the first mistake). Without colour (NO_COLOR=1, or piped) each trace is printed
+one token per line.
 """
 
 from __future__ import annotations
@@ -77,21 +79,31 @@ mark = token_span(results[1]["tokens"], changed, span)
 viz.print_trace(results[1]["tokens"], values[1], console, mark=mark, scale=scale,
                 title=f"perturbed expert ({kind}); marked: the change")
 if mark is not None:
-    hit = localise.hit_at_k(values[1], mark, 1)
-    print(f"lowest-reward token inside the change: {'yes' if hit else 'no'}")
+    scores = values[1][:-1]  # the EOS is never blamed
+    lowest_hit = localise.hit_at_k(localise.lowest(scores), mark, 1)
+    first_hit = localise.hit_at_k(localise.first_below(scores, -1.0), mark, 1)
+    print(f"lowest-reward token inside the change: {'yes' if lowest_hit else 'no'}; "
+          f"first token below -1 inside it: {'yes' if first_hit else 'no'}")
 
 # ---------------------------------------------------------------- 3. Hit@1 over many perturbed traces (M7)
-# Perturb the first n held-out expert traces by a random rule each; for every score, is its lowest token
-# (EOS excluded) inside the first change (Hit@1), or among its 3 lowest (Hit@3)? Chance = picking a token
-# uniformly. The paper (M8): dense token reward 62 %, policy log-prob 26 %, chance 12 %.
-figures = localise.localisation(policy, tokenizer, reward_model, test, pick(100, 6), seed=0)
+# Perturb the first n held-out expert traces by a random rule each. For every score, rank the tokens (EOS left
+# out) two ways: `lowest` (lowest score first, the paper's rule) and `first` (the tokens below a threshold tau in
+# reading order: a wrong step result makes the later steps that use it look wrong too, so the *first* bad token
+# is the better guess). tau is chosen on one half of the traces and used on the other (`localise.cross_fit`).
+# Hit@1: the first-ranked token is inside the change; Hit@3: one of the first three. Chance = a uniform token.
+# The paper (M8): dense token reward 62 %, policy log-prob 26 %, chance 12 %.
+figures = localise.localisation(policy, tokenizer, reward_model, test, pick(100, 6), cfg.max_new_tokens, seed=0,
+                                own_samples=False)["perturbed"]
 table = Table(title=f"error localisation on {figures['n']} perturbed held-out expert traces")
-for column in ("score", "Hit@1", "Hit@3"):
-    table.add_column(column, justify="left" if column == "score" else "right")
+for column in ("score", "rule", "Hit@1", "Hit@3"):
+    table.add_column(column, justify="left" if column in ("score", "rule") else "right")
 for key, label in [("reward", "reward f"), ("reward_minus_logprob", "reward f - log pi (paid to PPO)"),
                    ("policy_logprob", "policy log-prob"), ("chance", "chance")]:
-    table.add_row(label, f"{figures['hit@1'][key]:.2f}", f"{figures['hit@3'][key]:.2f}")
+    for rule, name in [("lowest", key), ("first < tau", f"{key}_first")] if key != "chance" else [("uniform", key)]:
+        if name in figures["hit@1"]:
+            table.add_row(label, rule, f"{figures['hit@1'][name]:.2f}", f"{figures['hit@3'][name]:.2f}")
 console.print(table)
 for kind, row in figures["by_kind"].items():
-    print(f"Hit@1 on {kind:>8} perturbations (n={row['n']}): reward {row['reward']:.2f}, "
-          f"log-prob {row['policy_logprob']:.2f}, chance {row['chance']:.2f}")
+    print(f"Hit@1 on {kind:>8} perturbations (n={row['n']}): reward lowest {row['reward']:.2f}, "
+          f"first {row.get('reward_first', float('nan')):.2f}; log-prob lowest {row['policy_logprob']:.2f}, "
+          f"first {row.get('policy_logprob_first', float('nan')):.2f}; chance {row['chance']:.2f}")
