@@ -27,6 +27,8 @@ class TrainConfig:
     reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")
     data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the split 'train'")
     test_data: str = opt("", "held-out GSM8K problems (.jsonl or 'test'); unused for the synthetic world")
+    calculator_annotations: bool = opt(False, "keep GSM8K's <<48/2=24>> annotations in expert traces (a chat policy "
+                                              "never writes them, so the discriminator would key on them, M2)")
     seed: int = opt(0, "seed for the world, the model init, sampling and data order")
     resume: bool = opt(False, "continue the run in --out from its last checkpoint")
     # ---- the synthetic world (minirl.world)

@@ -43,6 +43,13 @@ def load_gsm8k(source: str) -> list[dict[str, str]]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
 
+def strip_calculator(text: str) -> str:
+    """GSM8K's calculator annotations removed: "48/2 = <<48/2=24>>24" -> "48/2 = 24". A chat model never writes
+    them, so a discriminator shown them in every expert trace learns to spot them rather than good reasoning (the
+    surface-feature failure of M2)."""
+    return re.sub(r"<<[^<>]*>>", "", text)
+
+
 def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")

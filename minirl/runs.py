@@ -25,7 +25,7 @@ from torch import nn
 
 from minirl.airl import discriminator_step, negatives
 from minirl.config import TrainConfig, from_preset
-from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, synthetic_tasks
+from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, strip_calculator, synthetic_tasks
 from minirl.models import (
     ModelError,
     RewardModel,
@@ -92,6 +92,8 @@ def load_data(cfg: TrainConfig) -> dict[str, list[dict]]:
         test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
     else:  # hold out the tail of the shuffled training set
         train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
+    if not cfg.calculator_annotations:
+        train, test = ([{**t, "answer": strip_calculator(t["answer"])} for t in part] for part in (train, test))
     return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
 
 
