@@ -19,6 +19,7 @@ from minirl.data import (
     load_gsm8k,
     perturb,
     read_jsonl_tasks,
+    strip_calculator,
     synthetic_tasks,
 )
 from minirl.world import MISCONCEPTIONS, make_world
@@ -132,6 +133,26 @@ def test_good_file_round_trip(tmp_path: Path) -> None:
     path.write_text('{"question": "q1", "answer": "#### 1", "extra": 3}\n{"question": "q2", "answer": "#### 2"}\n',
                     encoding="utf-8")
     assert load_gsm8k(str(path)) == [{"question": "q1", "answer": "#### 1"}, {"question": "q2", "answer": "#### 2"}]
+
+
+def test_strip_calculator_keeps_the_solution_readable() -> None:
+    text = "She sold 48/2 = <<48/2=24>>24 clips.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+    assert strip_calculator(text) == "She sold 48/2 = 24 clips.\nIn all 48+24 = 72.\n#### 72"
+    assert strip_calculator("no annotation\n#### 3") == "no annotation\n#### 3"
+
+
+def test_gsm8k_runs_strip_annotations_unless_asked(tmp_path: Path) -> None:
+    from minirl.config import TrainConfig
+    from minirl.runs import load_data
+
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(f'{{"question": "q{i}", "answer": "2*{i} = <<2*{i}={2 * i}>>{2 * i}\\n#### {2 * i}"}}\n'
+                            for i in range(6)), encoding="utf-8")
+    stripped = load_data(TrainConfig(data=str(path), n_demos=2, final_questions=2))
+    assert all("<<" not in t["answer"] for part in ("demos", "rl", "test") for t in stripped[part])
+    assert len(stripped["test"]) == 2 and is_correct(stripped["test"][0]["answer"], stripped["test"][0]["answer"])
+    kept = load_data(TrainConfig(data=str(path), n_demos=2, final_questions=2, calculator_annotations=True))
+    assert all("<<" in t["answer"] for t in kept["demos"] + kept["test"])
 
 
 # ---------------------------------------------------------------- the synthetic world
