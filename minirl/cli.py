@@ -91,7 +91,7 @@ def rerank(
                 save_records(records, samples)
         n_min = min(len(r["samples"]) for r in records)
         ks = tuple(k for k in (1, 4, 8, 16, 32) if k <= n_min)
-        figures = rerank_table(records, ks)
+        figures = rerank_table(records, ks, auroc_intervals=("mean", "logprob"))
         table = Table(title=f"success@k|{n_min} on {len(records)} questions ({time.time() - started:.0f} s)")
         table.add_column("method")
         for k in ks:
@@ -106,6 +106,12 @@ def rerank(
             table.add_row(method, *cells, *aurocs)
         table.add_row("pass@k", *[f"{figures['pass@k'][f'pass@{k}']:.3f}" for k in ks], "", "")
         Console().print(table)
+        for method in ("mean", "logprob"):
+            if "auroc_ci" in figures.get(method, {}):
+                row = figures[method]
+                (a, b), (c, d) = row["auroc_ci"], row["auroc_pooled_ci"]
+                Console().print(f"{method}: AUROC within question {row['auroc']:.3f} [{a:.3f}, {b:.3f}], pooled "
+                                f"{row['auroc_pooled']:.3f} [{c:.3f}, {d:.3f}] (95 % bootstrap over questions)")
         if out:
             with open(out, "w") as f:
                 json.dump(figures, f, indent=2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 NAN = float("nan")
 
@@ -161,19 +161,25 @@ def _quantile(sorted_xs: Sequence[float], q: float) -> float:
 
 
 def bootstrap_ci(
-    values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    values: Sequence, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    statistic: Callable[[list], float] = _mean,
 ) -> tuple[float, float]:
-    """method.md M5/M7 reporting: percentile bootstrap (1 - alpha) interval of the mean of per-question values.
+    """method.md M5/M7 reporting: percentile bootstrap (1 - alpha) interval of a statistic of per-question values
+    (by default their mean; e.g. an AUROC over the questions' samples).
 
-    Resample the n questions with replacement n_boot times (random.Random(seed)), take each resample's mean,
-    and return the alpha/2 and 1 - alpha/2 quantiles of those means. (nan, nan) for empty input.
+    Resample the n questions with replacement n_boot times (random.Random(seed)), compute the statistic of each
+    resample, and return the alpha/2 and 1 - alpha/2 quantiles. Resamples where the statistic is NaN (an AUROC
+    without a right sample) are dropped. (nan, nan) for empty input.
     """
     if not values:
         return NAN, NAN
     rng = random.Random(seed)
     n = len(values)
-    means = sorted(_mean([values[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
-    return _quantile(means, alpha / 2), _quantile(means, 1 - alpha / 2)
+    stats = sorted(x for x in (statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
+                   if not math.isnan(x))
+    if not stats:
+        return NAN, NAN
+    return _quantile(stats, alpha / 2), _quantile(stats, 1 - alpha / 2)
 
 
 def welch_t(a: Sequence[float], b: Sequence[float]) -> float:

@@ -125,8 +125,10 @@ def question_scores(record: dict, method: str) -> list[float]:
     return [aggregate(s["rewards"], s["tokens"], method) for s in samples]
 
 
-def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_reward: bool = True) -> dict:
-    """{method: {"success@k": ..., "success@k_ci": [lo, hi], "auroc": ..., ...}} (M5, M7)."""
+def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_reward: bool = True,
+                 auroc_intervals: tuple[str, ...] = ()) -> dict:
+    """{method: {"success@k": ..., "success@k_ci": [lo, hi], "auroc": ..., ...}} (M5, M7); the methods named in
+    `auroc_intervals` also get bootstrap intervals over questions of both AUROCs ("auroc_ci", "auroc_pooled_ci")."""
     n = min(len(r["samples"]) for r in records)
     ks = tuple(k for k in ks if k <= n)
     correct = [[s["correct"] for s in r["samples"]] for r in records]
@@ -153,8 +155,24 @@ def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_rewa
             table[method].update({"auroc": within, "auroc_questions": n_q, "auroc_pooled": auroc(flat_s, flat_c),
                                   "welch_t": welch_t([x for x, c in zip(flat_s, flat_c) if c],
                                                      [x for x, c in zip(flat_s, flat_c) if not c])})
+            if method in auroc_intervals:
+                per_question = list(zip(scores, correct))
+                table[method]["auroc_ci"] = list(bootstrap_ci(per_question, statistic=within_auroc))
+                table[method]["auroc_pooled_ci"] = list(bootstrap_ci(per_question, statistic=pooled_auroc))
     table["pass@k"] = {f"pass@{k}": sum(pass_at_k(len(c), sum(c), k) for c in correct) / len(correct) for k in ks}
     return table
+
+
+def pooled_auroc(per_question: list[tuple[list[float], list[bool]]]) -> float:
+    """AUROC over all samples of (scores, correct) per question, pooled (M7)."""
+    return auroc([x for s, _ in per_question for x in s], [y for _, c in per_question for y in c])
+
+
+def within_auroc(per_question: list[tuple[list[float], list[bool]]]) -> float:
+    """Mean within-question AUROC of (scores, correct) per question (M7)."""
+    groups = [q for q, (s, _) in enumerate(per_question) for _ in s]
+    return within_question_auroc([x for s, _ in per_question for x in s], [y for _, c in per_question for y in c],
+                                 groups)[0]
 
 
 def by_kind(records: list[dict], methods: tuple[str, ...] = ("mean", "logprob")) -> dict[str, dict]:

@@ -216,6 +216,13 @@ def test_bootstrap_ci_narrows_with_more_questions() -> None:
     assert hi_l - lo_l < hi_s - lo_s
 
 
+def test_bootstrap_ci_of_another_statistic_drops_nan_resamples() -> None:
+    assert bootstrap_ci([1.0, 5.0], n_boot=200, statistic=max) == (1.0, 5.0)  # max of a resample: 1 or 5
+    assert bootstrap_ci([1.0, 1.0], statistic=max) == (1.0, 1.0)
+    assert bootstrap_ci([1.0, 2.0], statistic=lambda xs: math.nan if 2.0 in xs else 1.0) == (1.0, 1.0)  # only [1, 1]
+    assert all(math.isnan(x) for x in bootstrap_ci([2.0], statistic=lambda xs: math.nan))
+
+
 def test_welch_t_hand_values() -> None:
     # means 2 and 5, variances 1 and 1: -3 / sqrt(1/3 + 1/3) = -3 / 0.81650 = -3.674235
     assert welch_t([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(-3.674235, abs=1e-6)

@@ -37,6 +37,12 @@ def test_rerank_table_on_constructed_scores():
     assert table["mean"]["auroc"] == pytest.approx(0.5)  # within q: 1.0 on q1, 0.0 on q2
     lo, hi = table["mean"]["success@1_ci"]
     assert lo <= 0.5 <= hi
+    assert "auroc_ci" not in table["mean"]  # intervals only when asked
+    table = rerank_table(records, ks=(1,), auroc_intervals=("mean",))
+    # resamples of the two questions: within-question AUROC is 1.0 (q1 only), 0.0 (q2 only) or 0.5 (both)
+    assert table["mean"]["auroc_ci"] == [0.0, 1.0]
+    lo, hi = table["mean"]["auroc_pooled_ci"]
+    assert 0.0 <= lo <= table["mean"]["auroc_pooled"] <= hi <= 1.0 and "auroc_ci" not in table["logprob"]
 
 
 def test_rerank_cli_end_to_end(run_dir, tmp_path):
