@@ -102,6 +102,14 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     return model, tokenizer
 
 
+def check_same_tokenizer(policy_tokenizer, reward_tokenizer) -> None:
+    """Rewards are paid per token of the policy's trace (M2), so both models must cut text into
+    the same ids. Compares vocabularies, not embedding sizes: Qwen2.5-0.5B and -7B share a
+    tokenizer but pad their embeddings differently."""
+    if reward_tokenizer.get_vocab() != policy_tokenizer.get_vocab():
+        raise ModelError("reward model and policy have different tokenizers; rewards would not line up (M2)")
+
+
 def add_lora(lm: nn.Module, rank: int) -> nn.Module:
     """Wrap `lm` with LoRA adapters on every linear layer (M4: the paper uses rank 128/32)."""
     try:

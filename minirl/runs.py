@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoTokenizer
 
 from minirl.airl import discriminator_step, negatives
 from minirl.config import TrainConfig, from_preset
@@ -32,6 +33,7 @@ from minirl.models import (
     add_lora,
     build_tiny_lm,
     build_tokenizer,
+    check_same_tokenizer,
     load_lm,
     pick_device,
     save_lm,
@@ -149,6 +151,8 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
     if reward_from and not reward_dir.is_dir():
         raise DataError(f"{reward_from}: no reward model in that run (no reward/ inside)")
     reward_model = RewardModel.load(reward_dir, dtype).to(device) if reward_dir.is_dir() else None
+    if reward_from:
+        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(reward_dir / "backbone")))
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     return policy.to(device).eval(), tokenizer, reward_model, config
 
@@ -159,14 +163,13 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return ref
 
 
-def load_reward_model(cfg: TrainConfig, policy) -> RewardModel:
+def load_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
     """M2: a copy of the policy's weights, or its own backbone (`reward_init`)."""
     if not cfg.reward_init:
         lm = copy.deepcopy(policy)
     else:
-        lm, _ = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
-        if lm.config.get_text_config().vocab_size != policy.config.get_text_config().vocab_size:
-            raise ModelError("reward model and policy have different tokenizers; rewards would not line up (M2)")
+        lm, reward_tokenizer = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
+        check_same_tokenizer(tokenizer, reward_tokenizer)
     return RewardModel(lm.train(), cfg.head)
 
 

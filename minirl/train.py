@@ -95,7 +95,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     reward_model = disc_optimizer = None
     optimizers = {"policy": optimizer, "schedule": schedule}
     if cfg.algo == "airl":
-        reward_model = runs.load_reward_model(cfg, policy).to(device)
+        reward_model = runs.load_reward_model(cfg, policy, tokenizer).to(device)
         disc_optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
         optimizers["disc"] = disc_optimizer
     start = runs.resume(run, cfg, policy, tokenizer, optimizers, reward_model, value_head)
