@@ -91,7 +91,8 @@ def rerank(
                 save_records(records, samples)
         n_min = min(len(r["samples"]) for r in records)
         ks = tuple(k for k in (1, 4, 8, 16, 32) if k <= n_min)
-        figures = rerank_table(records, ks, auroc_intervals=("mean", "logprob"))
+        with_ci = ("mean", "f-logpi", "logprob")
+        figures = rerank_table(records, ks, auroc_intervals=with_ci)
         table = Table(title=f"success@k|{n_min} on {len(records)} questions ({time.time() - started:.0f} s)")
         table.add_column("method")
         for k in ks:
@@ -106,7 +107,7 @@ def rerank(
             table.add_row(method, *cells, *aurocs)
         table.add_row("pass@k", *[f"{figures['pass@k'][f'pass@{k}']:.3f}" for k in ks], "", "")
         Console().print(table)
-        for method in ("mean", "logprob"):
+        for method in with_ci:
             if "auroc_ci" in figures.get(method, {}):
                 row = figures[method]
                 (a, b), (c, d) = row["auroc_ci"], row["auroc_pooled_ci"]

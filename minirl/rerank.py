@@ -116,12 +116,14 @@ def aggregate(rewards: list[float], tokens: list[str], how: str, gamma: float = 
 
 def question_scores(record: dict, method: str) -> list[float]:
     """The score of each of a question's samples under `method` (a reward aggregator,
-    `logprob`, or `oracle`)."""
+    `f-logpi`, `logprob`, or `oracle`)."""
     samples = record["samples"]
     if method == "logprob":
         return [s["logprob"] for s in samples]
     if method == "oracle":
         return [float(s["correct"]) for s in samples]
+    if method == "f-logpi":  # M2 `airl` form: the discriminator's logit f - log pi, what PPO is paid, per token
+        return [aggregate(s["rewards"], s["tokens"], "mean") - s["logprob"] for s in samples]
     return [aggregate(s["rewards"], s["tokens"], method) for s in samples]
 
 
@@ -142,8 +144,8 @@ def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_rewa
 
     add("random", {k: [random_success_at_k(c, k) for c in correct] for k in ks})
     add("majority", {1: [majority_success([s["answer"] for s in r["samples"]], c) for r, c in zip(records, correct)]})
-    methods = ["logprob", "oracle"] + (list(AGGREGATORS) if with_reward and records[0]["samples"][0]["rewards"]
-                                       is not None else [])
+    has_reward = with_reward and records[0]["samples"][0]["rewards"] is not None
+    methods = ["logprob", "oracle"] + ([*AGGREGATORS, "f-logpi"] if has_reward else [])
     for method in methods:
         scores = [question_scores(r, method) for r in records]
         add(method, {k: [success_at_k(s, c, k) for s, c in zip(scores, correct)] for k in ks})

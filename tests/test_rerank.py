@@ -34,6 +34,8 @@ def test_rerank_table_on_constructed_scores():
     assert table["logprob"]["success@1"] == 0.0  # the confident answer is wrong on both
     assert table["majority"]["success@1"] == pytest.approx(0.5)  # 6 (wrong) on q1, 2 (right) on q2
     assert table["oracle"]["success@1"] == 1.0
+    # f - log pi: q1 scores 1+2=3 (right), 0+1=1, -1+1.5=0.5; q2 1.5, 0.4+3=3.4 (right), 0.3+2.5=2.8 (right)
+    assert table["f-logpi"]["success@1"] == 1.0 and table["f-logpi"]["auroc"] == 1.0
     assert table["mean"]["auroc"] == pytest.approx(0.5)  # within q: 1.0 on q1, 0.0 on q2
     lo, hi = table["mean"]["success@1_ci"]
     assert lo <= 0.5 <= hi
