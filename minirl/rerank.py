@@ -4,8 +4,10 @@
 the policy's mean token log-prob, and the reward model's per-token rewards); everything
 else is computed from those records, which are saved as JSON lines so that metrics can be
 recomputed without sampling again. `rerank_table` turns records into success@k|N for every
-trace aggregator beside the baselines that could embarrass it: the random pick's expected
-accuracy, majority vote, the policy's own log-prob, and the oracle.
+trace aggregator (and `f-logpi`, mean f minus mean log pi: the discriminator's logit in the
+`airl` form, M2; under the `logit` form it is only a difference of two scores) beside the
+baselines that could embarrass it: the random pick's expected accuracy, majority vote, the
+policy's own log-prob, and the oracle.
 
 Left out on purpose: tree search and step-level beam search; reranking here is best-of-N.
 """
