@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from minirl.data import format_prompt, perturb
 from minirl.models import RewardModel, token_logprobs
-from minirl.ppo import Batch, encode
+from minirl.rollout import Batch, encode
 
 
 def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,

@@ -150,8 +150,8 @@ def inspect(
     from minirl import localise, runs, viz
     from minirl.data import PERTURBATIONS, DataError, format_prompt, is_correct
     from minirl.data import perturb as apply_perturbation
-    from minirl.ppo import sample
     from minirl.rerank import score_texts
+    from minirl.rollout import sample
 
     out = Console()
     with user_errors():

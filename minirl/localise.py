@@ -27,10 +27,10 @@ from math import comb
 
 import torch
 
-from minirl.data import format_prompt, is_correct, perturb
+from minirl.data import is_correct, perturb
 from minirl.metrics import bootstrap_ci
-from minirl.ppo import sample
 from minirl.rerank import score_texts
+from minirl.rollout import sample_answers
 from minirl.viz import split_steps
 
 SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
@@ -228,13 +228,13 @@ def wrong_sample_items(policy, tokenizer, tasks: list[dict], n: int, max_new_tok
     deterministic text; on GSM8K a right-but-differently-worded line would count as the error."""
     torch.manual_seed(seed)
     items = []
-    for i in range(0, min(n, len(tasks)), batch_size):
-        chunk = tasks[i: min(i + batch_size, n)]
-        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in chunk], max_new_tokens)
-        for task, text in zip(chunk, batch.texts(tokenizer), strict=True):
-            span = first_wrong_line_span(text, task["answer"])
-            if not is_correct(text, task["answer"]) and span is not None:
-                items.append((task["question"], text, span, task.get("kind") or "all"))
+    tasks = tasks[:n]
+    for rows, batch in sample_answers(policy, tokenizer, [t["question"] for t in tasks], 1, max_new_tokens,
+                                      batch_size=batch_size):
+        for i, text in zip(rows, batch.texts(tokenizer), strict=True):
+            span = first_wrong_line_span(text, tasks[i]["answer"])
+            if not is_correct(text, tasks[i]["answer"]) and span is not None:
+                items.append((tasks[i]["question"], text, span, tasks[i].get("kind") or "all"))
     return items
 
 

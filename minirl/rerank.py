@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from minirl.data import extract_answer, format_prompt, is_correct
 from minirl.metrics import (
@@ -32,7 +31,7 @@ from minirl.metrics import (
     within_question_auroc,
 )
 from minirl.models import RewardModel, token_logprobs
-from minirl.ppo import encode, in_chunks, sample
+from minirl.rollout import encode, in_chunks, sample_answers
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
 
@@ -44,17 +43,13 @@ def sample_and_score(policy, tokenizer, tasks: list[dict], n: int, max_new_token
     """N samples per task, each with correctness, mean policy log-prob and per-token rewards."""
     policy.eval()
     records = [{"question": t["question"], "gold": t["answer"], "kind": t.get("kind"), "samples": []} for t in tasks]
-    jobs = [i for i in range(len(tasks)) for _ in range(n)]  # task index of every sample
-    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start: start + batch_size]
-        prompts = [format_prompt(tasks[i]["question"], tokenizer) for i in chunk]
-        batch = sample(policy, tokenizer, prompts, max_new_tokens, temperature, top_p)
+    for rows, batch in sample_answers(policy, tokenizer, [t["question"] for t in tasks], n, max_new_tokens,
+                                      temperature, top_p, batch_size, progress):
         mask = batch.response_mask.bool()
         logp = in_chunks(lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, 8)  # T = 1
         rewards = None if reward_model is None else in_chunks(
             lambda b, _: reward_model(b.input_ids, b.attention_mask), batch, 8)
-        for row, (i, text) in enumerate(zip(chunk, batch.texts(tokenizer))):
+        for row, (i, text) in enumerate(zip(rows, batch.texts(tokenizer))):
             ids = batch.input_ids[row][mask[row]].tolist()
             records[i]["samples"].append({
                 "text": text,
@@ -64,8 +59,6 @@ def sample_and_score(policy, tokenizer, tasks: list[dict], n: int, max_new_token
                 "tokens": [tokenizer.decode([t]) for t in ids],
                 "rewards": rewards[row][mask[row]].tolist() if rewards is not None else None,
             })
-        bar.update(len(chunk))
-    bar.close()
     return records
 
 

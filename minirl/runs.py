@@ -38,8 +38,8 @@ from minirl.models import (
     pick_device,
     save_lm,
 )
-from minirl.ppo import sample
 from minirl.rerank import by_kind, rerank_table, sample_and_score, save_records
+from minirl.rollout import sample
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")

@@ -25,7 +25,8 @@ from minirl.airl import discriminator_step, negatives, policy_rewards
 from minirl.config import TrainConfig, UserError
 from minirl.data import format_prompt, is_correct
 from minirl.models import hidden_size, lm_forward, token_logprobs
-from minirl.ppo import Rollout, encode, gae_advantages, group_advantages, in_chunks, ppo_update, sample, whiten
+from minirl.ppo import Rollout, gae_advantages, group_advantages, ppo_update, whiten
+from minirl.rollout import encode, in_chunks, sample
 
 
 def train(cfg: TrainConfig) -> dict:

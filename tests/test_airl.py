@@ -10,7 +10,7 @@ import torch
 
 from minirl.airl import discriminator_logits, discriminator_loss, discriminator_stats, negatives, policy_rewards
 from minirl.models import RewardModel, build_tiny_lm, token_logprobs
-from minirl.ppo import encode
+from minirl.rollout import encode
 
 LOG2 = math.log(2.0)
 

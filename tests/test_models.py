@@ -18,7 +18,7 @@ from minirl.models import (
     position_ids,
     token_logprobs,
 )
-from minirl.ppo import encode, make_batch
+from minirl.rollout import encode, make_batch
 
 PROMPTS = ["Question: Ava has 4 pens. How many?\nAnswer: ",
            "Question: Ben has 12 books. Cara has half as many books as Ben. How many books do they have?\nAnswer: "]

@@ -1,4 +1,4 @@
-"""Tests for minirl.ppo (M4): EOS masks, batch layout, advantages, the losses, sampling and the update."""
+"""Tests for minirl.ppo and minirl.rollout (M4): EOS masks, batch layout, advantages, losses, sampling, update."""
 
 from __future__ import annotations
 
@@ -9,21 +9,8 @@ import torch
 from torch import nn
 
 from minirl.models import build_tokenizer, lm_forward, token_logprobs
-from minirl.ppo import (
-    Batch,
-    Rollout,
-    encode,
-    first_eos_mask,
-    gae_advantages,
-    group_advantages,
-    make_batch,
-    masked_mean,
-    ppo_loss,
-    ppo_update,
-    sample,
-    value_loss,
-    whiten,
-)
+from minirl.ppo import Rollout, gae_advantages, group_advantages, masked_mean, ppo_loss, ppo_update, value_loss, whiten
+from minirl.rollout import Batch, encode, first_eos_mask, make_batch, sample
 
 # prompts of three different token lengths
 PROMPTS = ["Question: Mo?\nAnswer: ",

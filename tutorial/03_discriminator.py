@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from minirl import airl, rerank, runs
-from minirl.data import format_prompt, synthetic_tasks
+from minirl.data import synthetic_tasks
 from minirl.models import RewardModel
-from minirl.ppo import sample
+from minirl.rollout import sample_answers
 
 STEPS = pick(300, 4)  # discriminator optimiser steps (M9: ~300-400 were enough at this scale)
 EVERY = pick(25, 1)  # print every EVERY steps
@@ -47,13 +47,9 @@ def own_samples(demos: list[dict], per_problem: int = 2) -> list[tuple[str, str]
     """(question, response) pairs: the *base* policy's samples of the demonstration problems, drawn once (T = 1).
     Sampling once and reusing the pool keeps this step fast; AIRL (step 04) resamples every iteration."""
     torch.manual_seed(0)
-    questions = [t["question"] for t in demos for _ in range(per_problem)]
-    pairs = []
-    for i in range(0, len(questions), 256):
-        chunk = questions[i: i + 256]
-        batch = sample(policy, tokenizer, [format_prompt(q, tokenizer) for q in chunk], max_new)
-        pairs += list(zip(chunk, batch.texts(tokenizer)))
-    return pairs
+    questions = [t["question"] for t in demos]
+    return [(questions[i], text) for rows, batch in sample_answers(policy, tokenizer, questions, per_problem, max_new)
+            for i, text in zip(rows, batch.texts(tokenizer))]
 
 
 def train_discriminator(demos: list[dict], title: str) -> RewardModel:

@@ -28,8 +28,8 @@ from rich.table import Table
 from minirl import localise, runs, viz
 from minirl.config import TrainConfig
 from minirl.data import format_prompt, is_correct, perturb
-from minirl.ppo import sample
 from minirl.rerank import score_texts
+from minirl.rollout import sample
 
 console = Console()
 airl_dir = ensure_run("airl")

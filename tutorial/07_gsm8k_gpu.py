@@ -92,7 +92,7 @@ total = trained + reference + minibatch + acts
 print(f"estimated peak during a PPO update: {total / GB:.1f} GB")
 
 # Scoring without gradients (the rollout before the update, and evaluation) runs through the LM head in chunks:
-# `minirl.ppo.in_chunks` scores a rollout `minibatch_size` rows at a time and evaluation 8 rows at a time, so
+# `minirl.rollout.in_chunks` scores a rollout `minibatch_size` rows at a time and evaluation 8 rows at a time, so
 # those forwards hold no more logits than one minibatch; without the chunks a whole rollout would need:
 rollout = cfg.prompts_per_iter * cfg.samples_per_prompt
 print(f"logits of one scoring chunk ({cfg.minibatch_size} rows): {logits_bytes(cfg.minibatch_size) / GB:.2f} GB; "

@@ -1,0 +1,136 @@
+"""Rollouts: batches of prompts and responses, and KV-cache sampling (method.md M4).
+
+Every batch in minirl has one layout (`Batch`): prompts left-padded to a common length,
+responses right-padded after them, `input_ids` [B, T]. `sample` is the lesson on KV-cache
+decoding: one forward pass over the prompts, then one token at a time with the cache.
+`sample_answers` samples N answers for a list of questions in memory-sized chunks; the
+discriminator warm-up, evaluation, reranking and localisation all go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from minirl.data import format_prompt
+from minirl.models import position_ids
+
+
+@dataclass
+class Batch:
+    """Prompts left-padded to `prompt_len`, responses right-padded after them."""
+
+    input_ids: torch.Tensor  # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] 1 on real tokens
+    response_mask: torch.Tensor  # [B, T] 1 on response tokens up to and including the first EOS
+    prompt_len: int
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+                     self.prompt_len)
+
+    def select(self, index: torch.Tensor | list[int]) -> Batch:
+        index = torch.as_tensor(index, device=self.input_ids.device)
+        return Batch(self.input_ids[index], self.attention_mask[index], self.response_mask[index], self.prompt_len)
+
+    def texts(self, tokenizer) -> list[str]:
+        """The response text of each row (EOS and padding dropped)."""
+        rows = [ids[m.bool()] for ids, m in zip(self.input_ids.cpu(), self.response_mask.cpu())]
+        return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+
+
+def in_chunks(fn, batch: Batch, size: int):
+    """fn(sub_batch, rows) over chunks of `size` rows, outputs concatenated along rows: scoring a
+    whole rollout at once would hold [B, T, vocab] logits, too much for a 150k vocabulary."""
+    outs = [fn(batch.select(rows), rows) for rows in torch.arange(len(batch.input_ids)).split(size)]
+    if isinstance(outs[0], tuple):
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
+
+
+def first_eos_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 on every token up to and including the first EOS of each row, 0 after it, [B, R].
+    Counting EOS *before* each position means a pad token equal to EOS hides nothing (M4)."""
+    is_eos = (tokens == eos_id).long()
+    return ((is_eos.cumsum(-1) - is_eos) == 0).long()
+
+
+def make_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int) -> Batch:
+    P = max(len(p) for p in prompt_ids)
+    R = max((len(r) for r in response_ids), default=0)
+    rows, attn, resp = [], [], []
+    for p, r in zip(prompt_ids, response_ids):
+        rows.append([pad_id] * (P - len(p)) + p + r + [pad_id] * (R - len(r)))
+        attn.append([0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r)))
+        resp.append([0] * P + [1] * len(r) + [0] * (R - len(r)))
+    return Batch(torch.tensor(rows), torch.tensor(attn), torch.tensor(resp), P)
+
+
+def encode(tokenizer, prompts: list[str], responses: list[str] | None = None) -> Batch:
+    """Tokenize prompts and (complete) responses separately, EOS appended to each response,
+    exactly as sampling produces them: the two paths see the same token ids."""
+    prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    if responses is None:
+        response_ids = [[] for _ in prompts]
+    else:
+        response_ids = [tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for r in responses]
+    return make_batch(prompt_ids, response_ids, tokenizer.pad_token_id)
+
+
+def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Sample from the smallest set of tokens whose probability reaches top_p. [B, V] -> [B]"""
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the token that crosses top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        return order.gather(-1, torch.multinomial(sorted_p, 1)).squeeze(-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
+           temperature: float = 1.0, top_p: float = 1.0) -> Batch:
+    """Batched sampling with the KV cache; temperature 0 means greedy."""
+    device = next(lm.parameters()).device
+    batch = encode(tokenizer, prompts).to(device)
+    mask = batch.attention_mask
+    step_ids, pos, cache = batch.input_ids, position_ids(mask), None
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    new_tokens = []
+    for _ in range(max_new_tokens):
+        out = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                 logits_to_keep=1)
+        cache, logits = out.cache, out.logits[:, -1].float()  # [B, V]
+        token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits / temperature, top_p)
+        token = token.masked_fill(finished, tokenizer.pad_token_id)
+        mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)  # the EOS itself is attended
+        finished |= token == tokenizer.eos_token_id
+        new_tokens.append(token)
+        step_ids, pos = token[:, None], pos[:, -1:] + 1
+        if finished.all():
+            break
+    response = torch.stack(new_tokens, dim=1)  # [B, R]
+    response_mask = first_eos_mask(response, tokenizer.eos_token_id)
+    return Batch(torch.cat([batch.input_ids, response], 1), torch.cat([batch.attention_mask, response_mask], 1),
+                 F.pad(response_mask, (batch.prompt_len, 0)), batch.prompt_len)
+
+
+def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_new_tokens: int,
+                   temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 256,
+                   progress: bool = False) -> Iterator[tuple[list[int], Batch]]:
+    """`n` samples of every question, `batch_size` sequences at a time (a question's samples are
+    neighbours). Yields (question index of each row, sampled batch)."""
+    jobs = [i for i in range(len(questions)) for _ in range(n)]  # question index of every sample
+    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False)
+    for start in range(0, len(jobs), batch_size):
+        rows = jobs[start: start + batch_size]
+        prompts = [format_prompt(questions[i], tokenizer) for i in rows]
+        yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
+        bar.update(len(rows))
+    bar.close()
