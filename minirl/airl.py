@@ -9,20 +9,27 @@ sequence's loss divided by its length, label smoothing, classes weighted equally
 The policy is paid the discriminator's logit, log D_t - log(1 - D_t): that is f_t in the
 `logit` form and f_t - log pi(y_t | s_t) in the `airl` form (`policy_rewards`).
 
+Before PPO starts, `warm_up_discriminator` trains it on the starting policy's own samples, so
+that the first rewards already mean something (M2, M9).
+
 Left out on purpose: gradient penalties and replay buffers of old samples; one
 discriminator step per rollout batch, as in the paper.
 """
 
 from __future__ import annotations
 
+import copy
 import random
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from minirl.config import TrainConfig
 from minirl.data import format_prompt, perturb
-from minirl.models import RewardModel, token_logprobs
-from minirl.rollout import Batch, encode
+from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, token_logprobs
+from minirl.rollout import Batch, encode, sample_answers
+from minirl.runs import Run
 
 
 def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
@@ -114,3 +121,34 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
     torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
     return {"disc_loss": loss.item(), **discriminator_stats(logits.detach(), batch.response_mask, source)}
+
+
+def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
+    """M2: the reward model starts as a copy of the policy's weights, or from its own backbone (`reward_init`),
+    which must cut text into the same tokens."""
+    if not cfg.reward_init:
+        lm = copy.deepcopy(policy)
+    else:
+        lm, reward_tokenizer = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
+        check_same_tokenizer(tokenizer, reward_tokenizer)
+    return RewardModel(lm.train(), cfg.head)
+
+
+def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,
+                          policy, tokenizer, demos: list[dict]) -> None:
+    """M2 before PPO: `disc_warmup` steps on experts vs the starting policy's own samples of the demonstration
+    problems (4 each; those identical to their demonstration dropped, M9) and perturbed experts (M3)."""
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    questions = [t["question"] for t in demos[: cfg.warmup_pool]]
+    pool = [(questions[i], response) for rows, batch in sample_answers(
+        policy, tokenizer, questions, 4, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        for i, response in zip(rows, batch.texts(tokenizer))]
+    own_samples, _ = negatives(demos, pool, 0, rng)
+    for step in run.progress(range(cfg.disc_warmup), "discriminator warm-up"):
+        experts = rng.sample(demos, cfg.disc_batch)
+        _, perturbed = negatives(experts, [], cfg.perturbed_per_expert, rng)
+        stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
+                                   rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
+                                   cfg.form, cfg.label_smoothing)
+        run.log({"warmup_step": step + 1, **stats})

@@ -31,6 +31,7 @@ class TrainConfig:
                                               "never writes them, so the discriminator would key on them, M2)")
     seed: int = opt(0, "seed for the world, the model init, sampling and data order")
     resume: bool = opt(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = opt(False, "replace a run in --out that was trained with other settings, or finished")
     # ---- the synthetic world (minirl.world)
     n_demos: int = opt(400, "expert demonstrations (synthetic world)")
     n_corpus: int = opt(20000, "pretraining corpus size, misconceptions included (synthetic world)")
@@ -115,7 +116,3 @@ def config_from(saved: dict) -> TrainConfig:
     """A run's TrainConfig from its config.json, ignoring keys this version does not know."""
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
-
-
-def field_help() -> dict[str, str]:
-    return {f.name: f.metadata["help"] for f in fields(TrainConfig)}

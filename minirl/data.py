@@ -15,7 +15,7 @@ import random
 import re
 from pathlib import Path
 
-from minirl.config import UserError
+from minirl.config import TrainConfig, UserError
 from minirl.world import make_world
 
 NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
@@ -67,6 +67,23 @@ def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
     if not tasks:
         raise DataError(f"{path}: no tasks in file")
     return tasks
+
+
+def load_tasks(cfg: TrainConfig) -> dict[str, list[dict]]:
+    """{"demos", "rl", "test", "corpus"}: the synthetic world, or GSM8K split by `cfg`. RL prompts are never
+    demonstration problems, or AIRL turns into disguised imitation (M9)."""
+    if cfg.data == "synthetic":
+        return synthetic_tasks(cfg.seed, n_demos=cfg.n_demos, n_corpus=cfg.n_corpus,
+                               misconception_rate=cfg.misconception_rate, leave_out=cfg.leave_out or None)
+    train = load_gsm8k(str(Path(cfg.data).expanduser()))
+    random.Random(cfg.seed).shuffle(train)
+    if cfg.test_data:
+        test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
+    else:  # hold out the tail of the shuffled training set
+        train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
+    if not cfg.calculator_annotations:
+        train, test = ([{**t, "answer": strip_calculator(t["answer"])} for t in part] for part in (train, test))
+    return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
 
 
 def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:

@@ -6,7 +6,7 @@ Everything here is pure Python on plain sequences, so the numbers in the reports
   version guards against a score that only tracks how hard a question is.
 - `pass_at_k`, `success_at_k`, `random_success_at_k`, `majority_success`: best-of-N reranking (M5), all exact
   expectations over random tie-breaking, so no random seed is needed.
-- `bootstrap_ci`, `welch_t`, `pearson`: the few statistics the reports need.
+- `bootstrap_ci`, `welch_t`: the few statistics the reports need.
 
 Left out on purpose: numpy/scipy, p-values, multiple-comparison corrections, weighted variants, and any
 plotting. Inputs are short lists (at most some thousands of items), so clarity wins over speed.
@@ -193,21 +193,3 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> float:
     if se == 0:
         return NAN
     return (_mean(a) - _mean(b)) / se
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """method.md M7: r = sum (x - mx)(y - my) / sqrt(sum (x - mx)^2 * sum (y - my)^2).
-
-    NaN if fewer than 2 items or either side has zero variance.
-    """
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} x values but {len(y)} y values")
-    if len(x) < 2:
-        return NAN
-    mx, my = _mean(x), _mean(y)
-    sxx = math.fsum((xi - mx) ** 2 for xi in x)
-    syy = math.fsum((yi - my) ** 2 for yi in y)
-    if sxx == 0 or syy == 0:
-        return NAN
-    sxy = math.fsum((xi - mx) * (yi - my) for xi, yi in zip(x, y, strict=True))
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))  # clamp float round-off

@@ -27,7 +27,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from minirl.config import UserError
+from minirl.config import TrainConfig, UserError
 
 TINY_SIZES = {  # name: (hidden, layers, heads, mlp)
     "tiny": (128, 3, 4, 384),
@@ -127,6 +127,33 @@ def save_lm(lm: nn.Module, tokenizer, folder: str | Path) -> None:
     lm.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+
+
+def load_policy(cfg: TrainConfig, data: dict[str, list[dict]]):
+    """(policy, tokenizer) to start a run from: `cfg.init` (run folder, model folder, .gguf file, hub id), or for
+    the synthetic world a fresh tiny model with a tokenizer fitted on the world's text."""
+    device, dtype = pick_device()
+    torch.manual_seed(cfg.seed)
+    if cfg.init:
+        policy, tokenizer = load_lm(str(Path(cfg.init).expanduser()), cfg.gguf_file or None, dtype)
+    elif cfg.data == "synthetic":
+        texts = [t["question"] + "\n" + t["answer"] for t in data["corpus"][:5000] + data["demos"]]
+        tokenizer = build_tokenizer(texts)
+        policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
+    else:
+        raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
+    if cfg.grad_checkpointing:  # transformers 5 renamed it "activation checkpointing"
+        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
+    if cfg.lora_rank > 0:
+        policy = add_lora(policy, cfg.lora_rank)
+    return policy.to(device), tokenizer
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy that never trains: the KL anchor's reference policy (M4)."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
 
 
 def hidden_size(lm: nn.Module) -> int:

@@ -1,5 +1,6 @@
 """Reranking: sample N solutions per question, score them, keep the best (method.md M5, M7).
 
+`evaluate` is the held-out evaluation every training run ends with (and checkpoints with);
 `sample_and_score` produces one record per question (its N samples, their correctness,
 the policy's mean token log-prob, and the reward model's per-token rewards); everything
 else is computed from those records, which are saved as JSON lines so that metrics can be
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from minirl.config import TrainConfig
 from minirl.data import extract_answer, format_prompt, is_correct
 from minirl.metrics import (
     auroc,
@@ -122,7 +124,7 @@ def question_scores(record: dict, method: str) -> list[float]:
     return [aggregate(s["rewards"], s["tokens"], method) for s in samples]
 
 
-def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_reward: bool = True,
+def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8),
                  auroc_intervals: tuple[str, ...] = ()) -> dict:
     """{method: {"success@k": ..., "success@k_ci": [lo, hi], "auroc": ..., ...}} (M5, M7); the methods named in
     `auroc_intervals` also get bootstrap intervals over questions of both AUROCs ("auroc_ci", "auroc_pooled_ci")."""
@@ -139,7 +141,7 @@ def rerank_table(records: list[dict], ks: tuple[int, ...] = (1, 4, 8), with_rewa
 
     add("random", {k: [random_success_at_k(c, k) for c in correct] for k in ks})
     add("majority", {1: [majority_success([s["answer"] for s in r["samples"]], c) for r, c in zip(records, correct)]})
-    has_reward = with_reward and records[0]["samples"][0]["rewards"] is not None
+    has_reward = records[0]["samples"][0]["rewards"] is not None
     methods = ["logprob", "oracle"] + ([*AGGREGATORS, "f-logpi"] if has_reward else [])
     for method in methods:
         scores = [question_scores(r, method) for r in records]
@@ -196,3 +198,30 @@ def save_records(records: list[dict], path: str | Path) -> None:
 def load_records(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
+
+
+def evaluate(cfg: TrainConfig, policy, tokenizer, tasks: list[dict], reward_model: RewardModel | None = None,
+             records_path: Path | None = None, progress: bool = False) -> dict:
+    """Held-out figures on `tasks`: greedy and sampled accuracy, pass@k, maj@k, best-of-k by reward and by
+    log-prob beside the random pick, and AUROCs against correctness (M5, M7); k = `cfg.eval_samples`."""
+    torch.manual_seed(cfg.seed + 12345)
+    questions, k = [t["question"] for t in tasks], cfg.eval_samples
+    policy.eval()
+    greedy_right = sum(is_correct(text, tasks[i]["answer"]) for rows, batch in sample_answers(
+        policy, tokenizer, questions, 1, cfg.max_new_tokens, temperature=0.0, batch_size=cfg.eval_batch)
+        for i, text in zip(rows, batch.texts(tokenizer)))
+    records = sample_and_score(policy, tokenizer, tasks, k, cfg.max_new_tokens, reward_model, cfg.temperature,
+                               cfg.top_p, batch_size=cfg.eval_batch, progress=progress)
+    if records_path is not None:
+        save_records(records, records_path)
+    table = rerank_table(records, ks=(1, k))
+    out = {"greedy_acc": greedy_right / len(tasks), "sampled_acc": table["random"]["success@1"],
+           f"pass@{k}": table["pass@k"][f"pass@{k}"], f"maj@{k}": table["majority"]["success@1"],
+           f"bo{k}_random": table["random"]["success@1"], f"bo{k}_logprob": table["logprob"]["success@1"],
+           "logprob_auroc": table["logprob"]["auroc"], "questions": len(tasks)}
+    if "mean" in table:
+        out.update({f"bo{k}_reward": table["mean"]["success@1"], "reward_auroc": table["mean"]["auroc"],
+                    "reward_auroc_pooled": table["mean"]["auroc_pooled"]})
+    if records_path is not None and records[0].get("kind"):  # the final evaluation: per problem kind
+        out["by_kind"] = by_kind(records)
+    return out

@@ -1,48 +1,47 @@
-"""Run folders: data and model set-up, evaluation, checkpoints, resume and the live view.
+"""Run folders: start, log, checkpoint, resume and load. File I/O only; the loops live in `minirl.train`.
 
-Everything here is bookkeeping around the loops in `minirl.train`, kept apart so that the
-loops read as algorithms. A run folder holds:
-  config.json, metrics.jsonl (one JSON object per logged step), summary.json,
-  policy/ (best checkpoint by held-out sampled accuracy), reward/ (AIRL's reward model),
-  checkpoint/ (the latest state with optimisers, for --resume), eval_samples.jsonl.
+A run folder holds:
+  config.json      the TrainConfig, its hash and the minirl version (a folder is never reused under other settings)
+  metrics.jsonl    one JSON object per logged step (warm-up steps, iterations, evaluations)
+  summary.json     the final held-out evaluation
+  policy/          the best policy by held-out sampled accuracy; reward/ the reward model (AIRL)
+  checkpoint-N/    the latest complete checkpoint (weights, optimiser states, state.json)
+  checkpoint.json  names that folder; written last, by an atomic rename, so a crash mid-write leaves the
+                   previous checkpoint in force
+Everything in a run folder is data: weights as safetensors, optimiser states loaded with
+`torch.load(weights_only=True)`, JSON for the rest. Loading a run folder never runs code from it.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
-import random
+import math
+import os
+import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer
 
-from minirl.airl import discriminator_step, negatives
-from minirl.config import TrainConfig, from_preset
-from minirl.data import DataError, format_prompt, is_correct, load_gsm8k, strip_calculator, synthetic_tasks
-from minirl.models import (
-    ModelError,
-    RewardModel,
-    add_lora,
-    build_tiny_lm,
-    build_tokenizer,
-    check_same_tokenizer,
-    load_lm,
-    pick_device,
-    save_lm,
-)
-from minirl.rerank import by_kind, rerank_table, sample_and_score, save_records
-from minirl.rollout import sample
+import minirl
+from minirl.config import TrainConfig, UserError
+from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, save_lm
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
+NOT_HASHED = ("resume", "overwrite", "out")  # how a run is started, not what it computes
+ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json")  # what a fresh start clears
+
+
+class RunError(UserError):
+    """A run folder that cannot be used as asked: the CLI prints it as one line."""
 
 
 @dataclass
@@ -54,7 +53,7 @@ class Run:
     def log(self, stats: dict) -> None:
         self.last.update(stats)
         with open(self.folder / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(stats) + "\n")
+            f.write(json.dumps(finite_or_none(stats)) + "\n")
 
     def progress(self, steps: range, desc: str):
         """Iterate `steps` under a rich progress bar showing the latest metrics."""
@@ -68,75 +67,125 @@ class Run:
                 bar.update(task, advance=1, info=info)
 
 
+def finite_or_none(values: dict) -> dict:
+    """JSON has no NaN: a non-finite float is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """A short hash of everything that changes what a run computes, and of the minirl version."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
+    text = json.dumps({"minirl": minirl.__version__, **settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def saved_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise RunError(f"{path}: unreadable or not JSON; --overwrite replaces the run") from None
+
+
+def check_reusable(folder: Path, cfg: TrainConfig) -> None:
+    """Refuse to mix runs: a folder holding a run under other settings (or a finished one) is never reused
+    silently. --resume continues the same settings; --overwrite starts again."""
+    if not (folder / "config.json").exists() or cfg.overwrite:
+        return
+    old = saved_config(folder)
+    if old.get("config_hash") != config_hash(cfg):
+        changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old.get(k) != v]
+        what = ", ".join(f"{k} {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed[:4]) or "the minirl version"
+        raise RunError(f"{folder} holds a run with other settings ({what}); choose another --out or give --overwrite")
+    if (folder / "summary.json").exists() and not cfg.resume:
+        raise RunError(f"{folder} already holds a finished run with these settings; --overwrite trains it again")
+
+
 def start(folder: Path, cfg: TrainConfig) -> Run:
-    if folder.exists() and (folder / "summary.json").exists() and not cfg.resume:
-        raise DataError(f"{folder} already holds a finished run; choose another --out or delete it")
+    check_reusable(folder, cfg)
+    if cfg.resume and not (folder / "checkpoint.json").exists():
+        raise RunError(f"--resume: no checkpoint in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
+    if not cfg.resume:  # a fresh start: nothing of an earlier attempt may leak into this run
+        for path in [*(folder / name for name in ARTEFACTS), *folder.glob("checkpoint-*")]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         (folder / "metrics.jsonl").write_text("")
-    (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    record = {**asdict(cfg), "config_hash": config_hash(cfg), "minirl_version": minirl.__version__}
+    write_atomic(folder / "config.json", json.dumps(record, indent=2))
     console.print(f"run folder: [bold]{folder}[/]  ({cfg.algo}, preset {cfg.preset}, seed {cfg.seed})")
     return Run(folder, time.time(), {})
 
 
-# ---------------------------------------------------------------- data and models
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file, then one rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
-def load_data(cfg: TrainConfig) -> dict[str, list[dict]]:
-    """{"demos", "rl", "test"} (+ "corpus" for the synthetic world). RL prompts are never
-    demonstration problems, or AIRL turns into disguised imitation (issue 3, M9)."""
-    if cfg.data == "synthetic":
-        return synthetic_tasks(cfg.seed, n_demos=cfg.n_demos, n_corpus=cfg.n_corpus,
-                               misconception_rate=cfg.misconception_rate, leave_out=cfg.leave_out or None)
-    train = load_gsm8k(str(Path(cfg.data).expanduser()))
-    random.Random(cfg.seed).shuffle(train)
-    if cfg.test_data:
-        test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
-    else:  # hold out the tail of the shuffled training set
-        train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
-    if not cfg.calculator_annotations:
-        train, test = ([{**t, "answer": strip_calculator(t["answer"])} for t in part] for part in (train, test))
-    return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
+# ---------------------------------------------------------------- checkpoints
 
 
-def load_policy(cfg: TrainConfig, data: dict):
-    device, dtype = pick_device()
-    torch.manual_seed(cfg.seed)
-    if cfg.init:
-        policy, tokenizer = load_lm(str(Path(cfg.init).expanduser()), cfg.gguf_file or None, dtype)
-    elif cfg.data == "synthetic":  # a fresh tiny model, with a tokenizer fitted on the world's text
-        texts = [t["question"] + "\n" + t["answer"] for t in data["corpus"][:5000] + data["demos"]]
-        tokenizer = build_tokenizer(texts)
-        policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
-    else:
-        raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
-    if cfg.grad_checkpointing:  # transformers 5 renamed it "activation checkpointing"
-        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
+def save_checkpoint(run: Run, step: int, best_sampled_acc: float, policy, tokenizer, optimizers: dict,
+                    reward_model: RewardModel | None = None, value_head: nn.Module | None = None) -> None:
+    """Everything --resume needs, in a new folder checkpoint-<step>/; checkpoint.json is switched to it last,
+    by an atomic rename, and only then are older checkpoint folders removed."""
+    name = f"checkpoint-{step:06d}"
+    ckpt = run.folder / name
+    shutil.rmtree(ckpt, ignore_errors=True)  # a half-written folder of a crashed attempt at this step
+    save_lm(policy, tokenizer, ckpt / "policy")
+    if reward_model is not None:
+        reward_model.save(ckpt / "reward", tokenizer)
+    if value_head is not None:
+        save_file(value_head.state_dict(), ckpt / "value_head.safetensors")
+    torch.save({k: o.state_dict() for k, o in optimizers.items()}, ckpt / "optim.pt")
+    n_logged = len((run.folder / "metrics.jsonl").read_text().splitlines())
+    write_atomic(run.folder / "checkpoint.json", json.dumps(
+        {"folder": name, "step": step, "best_sampled_acc": best_sampled_acc, "metrics_lines": n_logged}))
+    for old in run.folder.glob("checkpoint-*"):
+        if old.name != name:
+            shutil.rmtree(old)
+
+
+def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=None,
+           value_head=None) -> tuple[int, float]:
+    """Load the latest checkpoint into the live objects; returns (step to continue from, best sampled accuracy
+    so far). metrics.jsonl is cut back to what was logged at that checkpoint."""
+    if not cfg.resume:
+        return 0, -1.0
     if cfg.lora_rank > 0:
-        policy = add_lora(policy, cfg.lora_rank)
-    return policy.to(device), tokenizer
+        raise RunError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
+    try:
+        state = json.loads((run.folder / "checkpoint.json").read_text())
+        ckpt = run.folder / state["folder"]
+        policy.load_state_dict(load_lm(str(ckpt / "policy"))[0].state_dict())
+        if reward_model is not None:
+            reward_model.load_state_dict(RewardModel.load(ckpt / "reward").state_dict())
+        if value_head is not None:
+            value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
+        for k, state_dict in torch.load(ckpt / "optim.pt", weights_only=True).items():
+            optimizers[k].load_state_dict(state_dict)
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunError(f"--resume: the checkpoint in {run.folder} cannot be loaded ({reason})") from None
+    lines = (run.folder / "metrics.jsonl").read_text().splitlines()[: state["metrics_lines"]]
+    (run.folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    console.print(f"resuming from step {state['step']}")
+    return state["step"], state["best_sampled_acc"]
 
 
-def default_out(cfg: TrainConfig) -> Path:
-    """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
-    the other algorithms start from, runs/base-<size>-s<seed>."""
-    if cfg.algo == "pretrain" and cfg.preset == "tiny":
-        return Path(f"runs/base-{cfg.size}-s{cfg.seed}")
-    return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
+def write_summary(run: Run, summary: dict) -> dict:
+    """summary.json, with the mean seconds per iteration from metrics.jsonl and the wall time."""
+    steps = [json.loads(x) for x in (run.folder / "metrics.jsonl").read_text().splitlines() if '"s_sample"' in x]
+    for key in ("s_sample", "s_score", "s_update"):
+        if steps:
+            summary[key + "_per_iter"] = sum(s[key] for s in steps) / len(steps)
+    summary["wall_s"] = round(time.time() - run.started, 1)  # the final evaluation included
+    write_atomic(run.folder / "summary.json", json.dumps(finite_or_none(summary), indent=2))
+    return summary
 
 
-def ensure_base_policy(cfg: TrainConfig) -> str:
-    """The tiny preset's base policy (pretrained on the misconception corpus): reuse it when
-    present, build it otherwise. Stands in for the paper's off-the-shelf instruct model."""
-    folder = default_out(replace(cfg, algo="pretrain", preset="tiny"))
-    if not (folder / "summary.json").exists():
-        console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
-        from minirl.train import train
-
-        base = from_preset("tiny", algo="pretrain", out=str(folder), seed=cfg.seed, size=cfg.size,
-                           n_corpus=cfg.n_corpus, misconception_rate=cfg.misconception_rate)
-        train(base)
-    return str(folder)
+# ---------------------------------------------------------------- finished runs
 
 
 def load_run(folder: str | Path, reward_from: str | Path | None = None):
@@ -144,154 +193,14 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
     reward model may come from another run (`reward_from`)."""
     folder = Path(folder)
     if not (folder / "policy").is_dir():
-        raise DataError(f"{folder}: not a minirl run folder (no policy/ inside)")
+        raise RunError(f"{folder}: not a minirl run folder (no policy/ inside)")
     device, dtype = pick_device()
     policy, tokenizer = load_lm(str(folder / "policy"), dtype=dtype)
     reward_dir = Path(reward_from) / "reward" if reward_from else folder / "reward"
     if reward_from and not reward_dir.is_dir():
-        raise DataError(f"{reward_from}: no reward model in that run (no reward/ inside)")
+        raise RunError(f"{reward_from}: no reward model in that run (no reward/ inside)")
     reward_model = RewardModel.load(reward_dir, dtype).to(device) if reward_dir.is_dir() else None
     if reward_from:
         check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(reward_dir / "backbone")))
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    config = saved_config(folder) if (folder / "config.json").exists() else {}
     return policy.to(device).eval(), tokenizer, reward_model, config
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
-    return ref
-
-
-def load_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
-    """M2: a copy of the policy's weights, or its own backbone (`reward_init`)."""
-    if not cfg.reward_init:
-        lm = copy.deepcopy(policy)
-    else:
-        lm, reward_tokenizer = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
-        check_same_tokenizer(tokenizer, reward_tokenizer)
-    return RewardModel(lm.train(), cfg.head)
-
-
-def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model, optimizer, policy, tokenizer, demos) -> None:
-    """M2 before PPO: `disc_warmup` steps on experts vs the starting policy's own samples of
-    the demonstration problems (identical ones dropped) and perturbed experts."""
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    pool_tasks = demos[: cfg.warmup_pool]
-    pool = []
-    for i in range(0, len(pool_tasks), 64):  # 4 samples per problem
-        chunk = [t for t in pool_tasks[i: i + 64] for _ in range(4)]
-        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in chunk],
-                       cfg.max_new_tokens, cfg.temperature, cfg.top_p)
-        pool += [(t["question"], x) for t, x in zip(chunk, batch.texts(tokenizer))]
-    own, _ = negatives(demos, pool, 0, rng)  # drop samples identical to their demonstration (M9)
-    for step in run.progress(range(cfg.disc_warmup), "discriminator warm-up"):
-        experts = rng.sample(demos, cfg.disc_batch)
-        _, perturbed = negatives(experts, [], cfg.perturbed_per_expert, rng)
-        stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
-                                   rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
-                                   cfg.label_smoothing)
-        run.log({"warmup_step": step + 1, **stats})
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate(cfg: TrainConfig, policy, tokenizer, test: list[dict], n_questions: int,
-             reward_model: RewardModel | None = None, records_path: Path | None = None) -> dict:
-    """Held-out figures: greedy and sampled accuracy, pass@k, maj@k, best-of-k by reward
-    and by log-prob beside the random pick, and AUROCs against correctness (M5, M7)."""
-    torch.manual_seed(cfg.seed + 12345)
-    tasks, k = test[:n_questions], cfg.eval_samples
-    policy.eval()
-    greedy_right = 0
-    for i in range(0, len(tasks), cfg.eval_batch):
-        chunk = tasks[i: i + cfg.eval_batch]
-        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in chunk],
-                       cfg.max_new_tokens, temperature=0.0)
-        greedy_right += sum(is_correct(x, t["answer"]) for x, t in zip(batch.texts(tokenizer), chunk))
-    records = sample_and_score(policy, tokenizer, tasks, k, cfg.max_new_tokens, reward_model, cfg.temperature,
-                               cfg.top_p, batch_size=cfg.eval_batch, progress=console.is_terminal)
-    if records_path is not None:
-        save_records(records, records_path)
-    table = rerank_table(records, ks=(1, k))
-    out = {"greedy_acc": greedy_right / len(tasks), "sampled_acc": table["random"]["success@1"],
-           f"pass@{k}": table["pass@k"][f"pass@{k}"], f"maj@{k}": table["majority"]["success@1"],
-           f"bo{k}_random": table["random"]["success@1"], f"bo{k}_logprob": table["logprob"]["success@1"],
-           "logprob_auroc": table["logprob"]["auroc"], "questions": len(tasks)}
-    if "mean" in table:
-        out.update({f"bo{k}_reward": table["mean"]["success@1"], "reward_auroc": table["mean"]["auroc"],
-                    "reward_auroc_pooled": table["mean"]["auroc_pooled"]})
-    if records_path is not None and records[0].get("kind"):  # the final evaluation: per problem kind
-        out["by_kind"] = by_kind(records)
-    return out
-
-
-def evaluate_and_checkpoint(run: Run, cfg: TrainConfig, step: int, policy, tokenizer, test, optimizers: dict,
-                            reward_model=None, value_head=None) -> None:
-    figures = evaluate(cfg, policy, tokenizer, test, cfg.eval_questions, reward_model)
-    best = run.last.get("best_sampled_acc", -1.0)
-    if figures["sampled_acc"] > best:  # keep the best policy by held-out accuracy (M9)
-        best = figures["sampled_acc"]
-        save_lm(policy, tokenizer, run.folder / "policy")
-    run.log({"eval_step": step, **figures, "best_sampled_acc": best})
-    console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
-    ckpt = run.folder / "checkpoint"
-    save_lm(policy, tokenizer, ckpt / "policy")
-    if reward_model is not None:
-        reward_model.save(ckpt / "reward", tokenizer)
-    if value_head is not None:
-        save_file(value_head.state_dict(), ckpt / "value_head.safetensors")
-    torch.save({k: o.state_dict() for k, o in optimizers.items()}, ckpt / "optim.pt")
-    (ckpt / "state.json").write_text(json.dumps({"step": step, "best_sampled_acc": best}))
-
-
-def resume(run: Run, cfg: TrainConfig, policy, tokenizer, optimizers: dict, reward_model=None,
-           value_head=None) -> int:
-    """Load the latest checkpoint into the live objects; returns the step to continue from."""
-    ckpt = run.folder / "checkpoint"
-    if not cfg.resume:
-        return 0
-    if not (ckpt / "state.json").exists():
-        raise DataError(f"--resume: no checkpoint in {run.folder}")
-    if cfg.lora_rank > 0:
-        raise DataError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
-    state = json.loads((ckpt / "state.json").read_text())
-    policy.load_state_dict(load_lm(str(ckpt / "policy"))[0].state_dict())
-    if reward_model is not None:
-        reward_model.load_state_dict(RewardModel.load(ckpt / "reward").state_dict())
-    if value_head is not None:
-        value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
-    for k, state_dict in torch.load(ckpt / "optim.pt", weights_only=False).items():
-        optimizers[k].load_state_dict(state_dict)
-    run.last["best_sampled_acc"] = state["best_sampled_acc"]
-    console.print(f"resuming from step {state['step']}")
-    return state["step"]
-
-
-def finish(run: Run, cfg: TrainConfig, policy, tokenizer, test, reward_model=None) -> dict:
-    """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
-    if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
-        policy = load_lm(str(run.folder / "policy"), dtype=pick_device()[1])[0].to(pick_device()[0])
-    else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
-        save_lm(policy, tokenizer, run.folder / "policy")
-    if reward_model is not None:
-        reward_model.save(run.folder / "reward", tokenizer)
-    summary = evaluate(cfg, policy, tokenizer, test, cfg.final_questions, reward_model,
-                       run.folder / "eval_samples.jsonl")
-    steps = [json.loads(x) for x in (run.folder / "metrics.jsonl").read_text().splitlines() if '"s_sample"' in x]
-    for key in ("s_sample", "s_score", "s_update"):
-        if steps:
-            summary[key + "_per_iter"] = sum(s[key] for s in steps) / len(steps)
-    summary["wall_s"] = round(time.time() - run.started, 1)  # the final evaluation included
-    (run.folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    table = Table(title=f"{cfg.algo} · {run.folder}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for k, v in summary.items():
-        if not isinstance(v, dict):
-            table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(table)
-    return summary
-

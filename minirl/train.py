@@ -2,12 +2,11 @@
 
 `train(cfg)` is what `minirl train` calls. It prepares the data and models, then runs
   - `pretrain` / `sft`: completion-only cross-entropy (`train_sft`), or
-  - `airl` / `outcome`: the RL loop (`train_rl`): sample -> (discriminator step) -> score
-    -> advantages -> PPO update, with held-out evaluation and a checkpoint every
-    `eval_every` iterations.
-Every run writes a folder: config.json, metrics.jsonl, summary.json, policy/ (the best
-checkpoint by held-out sampled accuracy), reward/ (AIRL), checkpoint/ (the latest, with
-optimiser state, for --resume).
+  - `airl` / `outcome`: the RL loop (`train_rl`). Each iteration reads
+        sample -> reward -> advantages -> PPO update,
+    one call each, with held-out evaluation and a checkpoint every `eval_every` iterations.
+Lines marked `ALGO LOGIC` are the ones a student is meant to change (as in CleanRL).
+The run folder it writes is described in `minirl.runs`.
 """
 
 from __future__ import annotations
@@ -18,15 +17,27 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
 from minirl import runs
-from minirl.airl import discriminator_step, negatives, policy_rewards
-from minirl.config import TrainConfig, UserError
-from minirl.data import format_prompt, is_correct
-from minirl.models import hidden_size, lm_forward, token_logprobs
+from minirl.airl import discriminator_step, make_reward_model, negatives, policy_rewards, warm_up_discriminator
+from minirl.config import TrainConfig, UserError, from_preset
+from minirl.data import format_prompt, is_correct, load_tasks
+from minirl.models import (
+    frozen_copy,
+    hidden_size,
+    lm_forward,
+    load_lm,
+    load_policy,
+    pick_device,
+    save_lm,
+    token_logprobs,
+)
 from minirl.ppo import Rollout, gae_advantages, group_advantages, ppo_update, whiten
-from minirl.rollout import encode, in_chunks, sample
+from minirl.rerank import evaluate
+from minirl.rollout import Batch, encode, in_chunks, sample
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -34,21 +45,77 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.algo not in ("pretrain", "sft", "airl", "outcome"):
         raise UserError(f"unknown algo {cfg.algo!r}; choose pretrain, sft, airl or outcome")
     if cfg.algo != "pretrain" and cfg.preset == "tiny" and not cfg.init:
-        cfg = replace(cfg, init=runs.ensure_base_policy(cfg))
-    out = Path(cfg.out) if cfg.out else runs.default_out(cfg)
-    run = runs.start(out, cfg)
-    data = runs.load_data(cfg)
-    policy, tokenizer = runs.load_policy(cfg, data)
+        cfg = replace(cfg, init=ensure_base_policy(cfg))
+    run = runs.start(Path(cfg.out) if cfg.out else default_out(cfg), cfg)
+    data = load_tasks(cfg)
+    policy, tokenizer = load_policy(cfg, data)
     if cfg.algo in ("pretrain", "sft"):
-        tasks = data["corpus"] if cfg.algo == "pretrain" else data["demos"]
-        return train_sft(cfg, run, policy, tokenizer, tasks, data["test"])
+        return train_sft(cfg, run, policy, tokenizer, data["corpus"] if cfg.algo == "pretrain" else data["demos"],
+                         data["test"])
     return train_rl(cfg, run, policy, tokenizer, data)
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
+    the other algorithms start from, runs/base-<size>-s<seed>."""
+    if cfg.algo == "pretrain" and cfg.preset == "tiny":
+        return Path(f"runs/base-{cfg.size}-s{cfg.seed}")
+    return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
+
+
+def ensure_base_policy(cfg: TrainConfig) -> str:
+    """The tiny preset's base policy (pretrained on the misconception corpus): reuse it when it was trained
+    with these settings, build it when missing. Stands in for the paper's off-the-shelf instruct model."""
+    base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=cfg.size, n_corpus=cfg.n_corpus,
+                       misconception_rate=cfg.misconception_rate)
+    folder = default_out(base)
+    if (folder / "summary.json").exists():
+        runs.check_reusable(folder, replace(base, resume=True))  # same settings, or one clear line
+        return str(folder)
+    runs.console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
+    train(replace(base, out=str(folder)))
+    return str(folder)
+
+
+def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, policy, tokenizer,
+                           test: list[dict], reward_model=None) -> float:
+    """Held-out evaluation on `eval_questions`; the policy is saved to policy/ when it beats `best_acc`
+    (M9: AIRL can decay after its peak). Returns the best accuracy so far."""
+    figures = evaluate(cfg, policy, tokenizer, test[: cfg.eval_questions], reward_model)
+    if figures["sampled_acc"] > best_acc:
+        best_acc = figures["sampled_acc"]
+        save_lm(policy, tokenizer, run.folder / "policy")
+    run.log({"eval_step": step, **figures, "best_sampled_acc": best_acc})
+    runs.console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
+    return best_acc
+
+
+def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict], reward_model=None) -> dict:
+    """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
+    if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
+        device, dtype = pick_device()
+        policy = load_lm(str(run.folder / "policy"), dtype=dtype)[0].to(device)
+    else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
+        save_lm(policy, tokenizer, run.folder / "policy")
+    if reward_model is not None:
+        reward_model.save(run.folder / "reward", tokenizer)
+    figures = evaluate(cfg, policy, tokenizer, test[: cfg.final_questions], reward_model,
+                       run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
+    summary = runs.write_summary(run, figures)
+    table = Table(title=f"{cfg.algo} · {run.folder}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        if not isinstance(v, dict):
+            table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+    return summary
 
 
 # ---------------------------------------------------------------- warm start and SFT (M6)
 
 
-def sft_loss(policy: nn.Module, batch) -> torch.Tensor:
+def sft_loss(policy: nn.Module, batch: Batch) -> torch.Tensor:
     """M6: cross-entropy on completion tokens only, mean over tokens."""
     logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)  # [B, T]
     mask = batch.response_mask.float()
@@ -59,7 +126,8 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
-    start = runs.resume(run, cfg, policy, tokenizer, {"policy": optimizer, "schedule": schedule})
+    optimizers = {"policy": optimizer, "schedule": schedule}
+    start, best_acc = runs.resume(run, cfg, policy, optimizers)
     prompts = [format_prompt(t["question"], tokenizer) for t in tasks]
     policy.train()
     for step in run.progress(range(start, cfg.steps), "sft" if cfg.algo == "sft" else "pretrain"):
@@ -74,17 +142,71 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         schedule.step()
         run.log({"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            runs.evaluate_and_checkpoint(run, cfg, step + 1, policy, tokenizer, test,
-                                         optimizers={"policy": optimizer, "schedule": schedule})
-    return runs.finish(run, cfg, policy, tokenizer, test)
+            best_acc = evaluate_and_keep_best(cfg, run, step + 1, best_acc, policy, tokenizer, test)
+            runs.save_checkpoint(run, step + 1, best_acc, policy, tokenizer, optimizers)
+            policy.train()
+    return finish(cfg, run, policy, tokenizer, test)
 
 
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)
 
 
+@torch.no_grad()
+def score_samples(cfg: TrainConfig, policy, value_head, batch: Batch):
+    """log pi_old of every sampled token at the sampling temperature, the value estimates (gae), and log pi at
+    temperature 1 (what the `airl` form subtracts, M2). Scored in chunks of minibatch_size rows. Each [B, T]."""
+    old_logp, _, old_values = in_chunks(lambda b, _: lm_forward(
+        policy, b.input_ids, b.attention_mask, cfg.temperature, value_head), batch, cfg.minibatch_size)
+    logp_at_t1 = old_logp if cfg.temperature == 1.0 else in_chunks(
+        lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, cfg.minibatch_size)
+    return old_logp, old_values, logp_at_t1
+
+
+def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimizer, policy, tokenizer,
+                 demos: list[dict], tasks: list[dict], texts: list[str], batch: Batch,
+                 logp_at_t1: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """M2: one discriminator step on experts vs these samples and perturbed experts (M3), then the per-token
+    reward of every sample under the updated discriminator, [B*G, T]."""
+    experts = rng.sample(demos, cfg.disc_batch)
+    own_samples, perturbed = negatives(experts, [(t["question"], text) for t, text in zip(tasks, texts)],
+                                       cfg.perturbed_per_expert, rng)
+    stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
+                               rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
+                               cfg.form, cfg.label_smoothing)
+    reward_model.eval()
+    rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows], cfg.reward_clip),
+                        batch, cfg.minibatch_size)
+    return rewards, stats
+
+
+def outcome_rewards(batch: Batch, texts: list[str], tasks: list[dict]) -> torch.Tensor:
+    """M6: 1 at the last response token when the final answer is right, 0 elsewhere. [B, T]"""
+    rewards = torch.zeros(batch.input_ids.shape, device=batch.input_ids.device)
+    last = batch.response_mask.cumsum(1).argmax(1)  # index of each row's last response token
+    rewards[torch.arange(len(tasks)), last] = torch.tensor(
+        [float(is_correct(text, t["answer"])) for text, t in zip(texts, tasks)], device=rewards.device)
+    return rewards
+
+
+@torch.no_grad()
+def kl_to_reference(cfg: TrainConfig, reference, batch: Batch, old_logp: torch.Tensor) -> torch.Tensor:
+    """M4: the per-token KL estimate log pi - log pi_ref (k1) on response tokens, [B, T]."""
+    ref_logp = in_chunks(lambda b, _: token_logprobs(reference, b.input_ids, b.attention_mask, cfg.temperature),
+                         batch, cfg.minibatch_size)
+    return (old_logp - ref_logp) * batch.response_mask
+
+
+def estimate_advantages(cfg: TrainConfig, rewards: torch.Tensor, old_values, mask: torch.Tensor):
+    """M4: (advantages, returns); `gae` with the value head's estimates, or the critic-free `group` estimator
+    over each prompt's samples_per_prompt samples (returns None)."""
+    if cfg.advantage == "gae":
+        return gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    return group_advantages(rewards, mask, cfg.samples_per_prompt, cfg.gamma), None
+
+
 def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
-    """The RL loop. Each iteration: sample G completions for each of B prompts; (AIRL) one
-    discriminator step on experts vs these samples; per-token rewards; advantages; PPO."""
+    """The RL loop (M2-M4). Each iteration: sample G completions for each of B prompts; their per-token rewards
+    (AIRL: after one discriminator step; outcome: correctness); advantages; a PPO update."""
     device = next(policy.parameters()).device
     demos, rl_tasks, test = data["demos"], data["rl"], data["test"]
     B, G = cfg.prompts_per_iter, cfg.samples_per_prompt
@@ -92,81 +214,58 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
-    reference = runs.frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
-    reward_model = disc_optimizer = None
     optimizers = {"policy": optimizer, "schedule": schedule}
+    reference = frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
+    reward_model = disc_optimizer = None
     if cfg.algo == "airl":
-        reward_model = runs.load_reward_model(cfg, policy, tokenizer).to(device)
-        disc_optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
-        optimizers["disc"] = disc_optimizer
-    start = runs.resume(run, cfg, policy, tokenizer, optimizers, reward_model, value_head)
+        reward_model = make_reward_model(cfg, policy, tokenizer).to(device)
+        optimizers["disc"] = disc_optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.disc_lr,
+                                                                weight_decay=0.0)
+    start, best_acc = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)
     if reward_model is not None and start == 0:
-        runs.warm_up_discriminator(cfg, run, reward_model, disc_optimizer, policy, tokenizer, demos)
+        warm_up_discriminator(cfg, run, reward_model, disc_optimizer, policy, tokenizer, demos)
 
     for it in run.progress(range(start, cfg.steps), cfg.algo):
         torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
         rng = random.Random(cfg.seed * 100_003 + it)
         tasks = [rl_tasks[i] for i in rng.sample(range(len(rl_tasks)), B) for _ in range(G)]  # groups of G
-        timer = {"t0": time.perf_counter()}
+        t0 = time.perf_counter()
 
-        # 1. rollouts from the current policy (M4)
+        # 1. sample: G answers to each of B prompts from the current policy (M4)
         policy.eval()
-        prompts = [format_prompt(t["question"], tokenizer) for t in tasks]
-        batch = sample(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks],
+                       cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         texts = batch.texts(tokenizer)
-        timer["sample"] = time.perf_counter()
+        t1 = time.perf_counter()
 
-        # 2. the reward: AIRL's discriminator step then dense reward (M2), or outcome (M6)
-        stats: dict[str, float] = {}
-        with torch.no_grad():  # scored in chunks of minibatch_size rows, to bound memory
-            old_logp, _, old_values = in_chunks(lambda b, _: lm_forward(
-                policy, b.input_ids, b.attention_mask, cfg.temperature, value_head), batch, cfg.minibatch_size)
-            logp_t1 = old_logp if cfg.temperature == 1.0 else in_chunks(
-                lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, cfg.minibatch_size)
-        if reward_model is not None:
-            experts = rng.sample(demos, cfg.disc_batch)
-            own, perturbed = negatives(experts, [(t["question"], x) for t, x in zip(tasks, texts)],
-                                       cfg.perturbed_per_expert, rng)
-            stats.update(discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
-                                            rng.sample(own, min(len(own), cfg.disc_batch)), perturbed, cfg.form,
-                                            cfg.label_smoothing))
-            reward_model.eval()
-            rewards = in_chunks(lambda b, rows, logp=logp_t1: policy_rewards(
-                reward_model, b, cfg.form, logp[rows], cfg.reward_clip), batch, cfg.minibatch_size)  # [B*G, T]
-        else:  # M6: 1 at the last response token when the final answer is right
-            rewards = torch.zeros_like(old_logp)
-            last = batch.response_mask.cumsum(1).argmax(1)  # index of each row's last response token
-            rewards[torch.arange(len(tasks)), last] = torch.tensor(
-                [float(is_correct(x, t["answer"])) for x, t in zip(texts, tasks)], device=device)
-        mask = batch.response_mask.float()
-        stats["reward_per_seq"] = ((rewards * mask).sum(1)).mean().item()
-        if reference is not None:  # M4: r_t - beta (log pi - log pi_ref), k1 estimator
-            with torch.no_grad():
-                ref_logp = in_chunks(lambda b, _: token_logprobs(reference, b.input_ids, b.attention_mask,
-                                                                 cfg.temperature), batch, cfg.minibatch_size)
-            kl = (old_logp - ref_logp) * mask
-            rewards = rewards - cfg.kl_beta * kl
-            stats["kl_ref"] = (kl.sum(1)).mean().item()
-        timer["score"] = time.perf_counter()
-
-        # 3. advantages (M4), then the PPO update
-        if value_head is not None:
-            advantages, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        # 2. reward: the learned dense reward (M2) or the outcome (M6), minus the KL penalty (M4)
+        old_logp, old_values, logp_at_t1 = score_samples(cfg, policy, value_head, batch)
+        if reward_model is not None:  # ALGO LOGIC: what the policy is paid
+            rewards, stats = airl_rewards(cfg, rng, reward_model, disc_optimizer, policy, tokenizer, demos, tasks,
+                                          texts, batch, logp_at_t1)
         else:
-            advantages, returns = group_advantages(rewards, mask, G, cfg.gamma), None
+            rewards, stats = outcome_rewards(batch, texts, tasks), {}
+        mask = batch.response_mask.float()
+        stats["reward_per_seq"] = (rewards * mask).sum(1).mean().item()
+        if reference is not None:  # ALGO LOGIC: r_t - beta (log pi - log pi_ref)
+            kl = kl_to_reference(cfg, reference, batch, old_logp)
+            rewards = rewards - cfg.kl_beta * kl
+            stats["kl_ref"] = kl.sum(1).mean().item()
+        t2 = time.perf_counter()
+
+        # 3. advantages (M4), then 4. the PPO update
+        advantages, returns = estimate_advantages(cfg, rewards, old_values, mask)
         rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
         policy.train()
         stats.update(ppo_update(policy, value_head, optimizer, rollout, cfg.ppo_epochs, cfg.minibatch_size,
                                 cfg.temperature, cfg.clip))
         schedule.step()
-        timer["update"] = time.perf_counter()
+        t3 = time.perf_counter()
 
-        stats.update({"iter": it + 1, "train_acc": sum(is_correct(x, t["answer"]) for x, t in zip(texts, tasks))
-                      / len(tasks), "response_len": mask.sum(1).mean().item(),
-                      "s_sample": timer["sample"] - timer["t0"], "s_score": timer["score"] - timer["sample"],
-                      "s_update": timer["update"] - timer["score"]})
-        run.log(stats)
+        train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)
+        run.log({**stats, "iter": it + 1, "train_acc": train_acc, "response_len": mask.sum(1).mean().item(),
+                 "s_sample": t1 - t0, "s_score": t2 - t1, "s_update": t3 - t2})
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:
-            runs.evaluate_and_checkpoint(run, cfg, it + 1, policy, tokenizer, test, optimizers,
-                                         reward_model, value_head)
-    return runs.finish(run, cfg, policy, tokenizer, test, reward_model)
+            best_acc = evaluate_and_keep_best(cfg, run, it + 1, best_acc, policy, tokenizer, test, reward_model)
+            runs.save_checkpoint(run, it + 1, best_acc, policy, tokenizer, optimizers, reward_model, value_head)
+    return finish(cfg, run, policy, tokenizer, test, reward_model)

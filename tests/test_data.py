@@ -143,7 +143,7 @@ def test_strip_calculator_keeps_the_solution_readable() -> None:
 
 def test_gsm8k_runs_strip_annotations_unless_asked(tmp_path: Path) -> None:
     from minirl.config import TrainConfig
-    from minirl.runs import load_data
+    from minirl.data import load_tasks as load_data
 
     path = tmp_path / "g.jsonl"
     path.write_text("".join(f'{{"question": "q{i}", "answer": "2*{i} = <<2*{i}={2 * i}>>{2 * i}\\n#### {2 * i}"}}\n'

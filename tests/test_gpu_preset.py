@@ -13,7 +13,7 @@ import pytest
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
-from minirl import runs
+from minirl.airl import make_reward_model
 from minirl.cli import app
 from minirl.config import from_preset
 from minirl.data import format_prompt, synthetic_tasks
@@ -82,8 +82,8 @@ def test_a_reward_backbone_must_share_the_policy_tokenizer(tmp_path):
     save_qwen_micro(tmp_path / "padded", texts, padded_rows=16)  # same tokenizer, larger embedding
     save_qwen_micro(tmp_path / "other", texts, vocab_size=380)  # another vocabulary
     policy, tokenizer = load_lm(str(tmp_path / "qwen-micro"))
-    reward_model = runs.load_reward_model(preset_config(tmp_path, reward_init=str(tmp_path / "padded")), policy,
+    reward_model = make_reward_model(preset_config(tmp_path, reward_init=str(tmp_path / "padded")), policy,
                                           tokenizer)
     assert reward_model.lm.config.vocab_size == policy.config.vocab_size + 16
     with pytest.raises(ModelError, match="different tokenizers"):
-        runs.load_reward_model(preset_config(tmp_path, reward_init=str(tmp_path / "other")), policy, tokenizer)
+        make_reward_model(preset_config(tmp_path, reward_init=str(tmp_path / "other")), policy, tokenizer)

@@ -12,7 +12,6 @@ from minirl.metrics import (
     bootstrap_ci,
     majority_success,
     pass_at_k,
-    pearson,
     random_success_at_k,
     success_at_k,
     welch_t,
@@ -231,12 +230,3 @@ def test_welch_t_hand_values() -> None:
     assert welch_t([1.0, 2.0, 3.0, 4.0], [2.0, 4.0]) == pytest.approx(-0.420084, abs=1e-6)
     assert math.isnan(welch_t([1.0], [1.0, 2.0]))
     assert math.isnan(welch_t([1.0, 1.0], [2.0, 2.0]))  # zero denominator
-
-
-def test_pearson_hand_values() -> None:
-    assert pearson([1.0, 2.0, 3.0, 4.0], [3.0, 5.0, 7.0, 9.0]) == pytest.approx(1.0)
-    assert pearson([1.0, 2.0, 3.0, 4.0], [8.0, 6.0, 4.0, 2.0]) == pytest.approx(-1.0)
-    # dx = [-1, 0, 1], dy = [-1, 1, 0]: sum dx dy = 1, sum dx^2 = 2, sum dy^2 = 2 -> 1 / sqrt(4) = 0.5
-    assert pearson([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.5)
-    assert math.isnan(pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
-    assert math.isnan(pearson([1.0], [2.0]))

@@ -61,21 +61,21 @@ def test_airl_run_writes_reward_model_and_timings(base_run, tmp_path):
 def test_resume_ends_where_an_uninterrupted_run_ends(base_run, tmp_path, monkeypatch):
     train(airl_config(base_run[0], tmp_path / "whole"))
 
-    checkpoint = runs.evaluate_and_checkpoint
+    checkpoint = runs.save_checkpoint
 
     def checkpoint_then_crash(*args, **kwargs):
         checkpoint(*args, **kwargs)
         raise KeyboardInterrupt  # the run dies right after its first checkpoint (iteration 2 of 4)
 
-    monkeypatch.setattr(runs, "evaluate_and_checkpoint", checkpoint_then_crash)
+    monkeypatch.setattr(runs, "save_checkpoint", checkpoint_then_crash)
     cfg = airl_config(base_run[0], tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
-    monkeypatch.setattr(runs, "evaluate_and_checkpoint", checkpoint)
+    monkeypatch.setattr(runs, "save_checkpoint", checkpoint)
     train(replace(cfg, resume=True))
 
-    whole = load_file(tmp_path / "whole/checkpoint/policy/model.safetensors")
-    resumed = load_file(tmp_path / "cut/checkpoint/policy/model.safetensors")
+    whole = load_file(tmp_path / "whole/checkpoint-000004/policy/model.safetensors")
+    resumed = load_file(tmp_path / "cut/checkpoint-000004/policy/model.safetensors")
     assert whole.keys() == resumed.keys()
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6)
