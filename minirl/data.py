@@ -18,7 +18,10 @@ from pathlib import Path
 from minirl.config import TrainConfig, UserError
 from minirl.world import make_world
 
-NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+# One number, written whole: a sign and a `$` may lead; thousands come in groups of three (1,234 and 12,345,678, never
+# 7,2); decimals may follow (3.5, .5). It must not touch a letter or a digit, nor a `.`, `,`, `/`, `-` or space that
+# glues it to more digits, so 7,2  1/2  1e3  10-3  3.5.6  1 000 are never read as a piece of themselves.
+NUMBER = re.compile(r"(?<![\w.,/-])(?<!\d )-?\$?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![\w/]|[.,]\d)")
 
 
 class DataError(UserError):
@@ -53,8 +56,12 @@ def strip_calculator(text: str) -> str:
 def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     tasks = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -63,6 +70,8 @@ def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
             raise DataError(f"{path}:{i}: not valid JSON") from None
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("question", "answer")):
             raise DataError(f"{path}:{i}: needs string fields 'question' and 'answer'")
+        if extract_answer(row["answer"]) is None:  # no reply could ever be judged right against it
+            raise DataError(f"{path}:{i}: the answer has no final number (GSM8K ends it with '#### n')")
         tasks.append({"question": row["question"], "answer": row["answer"]})
     if not tasks:
         raise DataError(f"{path}: no tasks in file")
@@ -104,18 +113,28 @@ def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:
 # ---------------------------------------------------------------- answers
 
 def extract_answer(text: str) -> float | None:
-    """The first number after the last `####`, else the last number in the text (None if none)."""
-    after = NUMBER.findall(text.rsplit("####", 1)[1]) if "####" in text else []
-    found = after[:1] or NUMBER.findall(text)[-1:]  # the first number after ####, else the last one
-    if not found:
+    """The final answer of a solution or a model's reply, or None when it cannot be read for sure.
+
+    With a `####` marker, the answer is the first non-empty line after the LAST `####`: one `NUMBER` at its start,
+    then at most a period or words without digits: `#### 72`, `#### 1,234`, `#### -5`, `#### $18.`, `#### 3.5`,
+    `#### 18 books.` Anything else there (`7,2`, `1/2`, `1e3`, `1 000`, `10-3`, nothing) is None, never a number
+    from elsewhere in the text. Without a marker, it is the last `NUMBER` in the text ("The answer is 42" -> 42), and
+    None if any digit comes after it ("... is 7,2"). A Unicode minus sign (U+2212) counts as `-`.
+    """
+    text = text.replace("\u2212", "-")
+    if "####" in text:
+        text = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]  # the first non-empty line after the last ####
+        m = NUMBER.match(text)  # the number must open the line
+    else:
+        found = list(NUMBER.finditer(text))
+        m = found[-1] if found else None
+    if m is None or any(c.isdigit() for c in text[m.end():]):  # words may follow the number, more digits may not
         return None
-    try:
-        return float(found[0].replace(",", "").replace("$", ""))
-    except ValueError:
-        return None
+    return float(m.group().replace(",", "").replace("$", ""))
 
 
 def is_correct(completion: str, gold: str) -> bool:
+    """True when both answers can be read (`extract_answer`) and are equal; an unreadable side is never correct."""
     pred, want = extract_answer(completion), extract_answer(gold)
     return pred is not None and want is not None and abs(pred - want) < 1e-6
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import operator
+import os
 import random
 import re
 from pathlib import Path
@@ -37,13 +39,79 @@ GSM8K_TEST = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl
         ("#### -3", -3.0),
         ("#### 2.5", 2.5),
         ("Ben has 3 books and 4 pens, 7 things", 7.0),  # no ####: the last number in the text
-        ("a 12 b\n#### ", 12.0),  # nothing after ####: falls back to the last number of the whole text
+        ("a 12 b\n#### ", None),  # nothing after ####: unreadable, never the last number elsewhere in the text
         ("no number here at all", None),
         ("", None),
     ],
 )
 def test_extract_answer_cases(text: str, want: float | None) -> None:
     assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # normal answers
+        ("#### 72", 72.0),
+        ("#### 1,234", 1234.0),
+        ("#### 12,345,678", 12345678.0),
+        ("#### -5", -5.0),
+        ("#### $18.", 18.0),
+        ("#### 3.5", 3.5),
+        ("#### 18 books.", 18.0),  # unit words after the number
+        ("The answer is 42", 42.0),  # no ####: the last number in the text
+        ("She paid $1,000.", 1000.0),
+        ("####\n72", 72.0),  # the first non-empty line after the marker
+        ("#### .5", 0.5),  # its true value, never 5
+        ("#### \u22125", -5.0),  # the Unicode minus sign
+        ("x is \u22123", -3.0),
+        # odd model output: unreadable (None), never a misreading
+        ("#### 7,2", None),  # not thousands in groups of three: not 72, not 7
+        ("#### 1234,567", None),
+        ("#### 1/2", None),
+        ("#### 1e3", None),
+        ("#### 1 000", None),
+        ("#### 10-3", None),
+        ("#### 3.5.6", None),
+        ("#### 5 apples and 3 pears", None),  # more than one number
+        ("#### about 5", None),  # words before the number
+        ("the sum is 12\n####", None),  # an empty #### never falls back to an earlier number
+        ("the sum is 12\n#### \n\n", None),
+        ("#### 12\nwait\n#### ?", None),  # the LAST marker decides
+        ("Ben has 3 books, then 7,2", None),  # without ####: digits after the last number, so not 3, 2 or 72
+        ("so it is 1/2", None),
+        ("about 1 000", None),
+    ],
+)
+def test_extract_answer_is_strict(text: str, want: float | None) -> None:
+    assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize("reply", ["#### 7,2", "#### 72,5", "#### 7 2", "#### 720/10", "#### 72e0", "####", "#### 1 72",
+                                   "7,2"])
+def test_odd_replies_are_never_correct(reply: str) -> None:
+    assert not is_correct(reply, "Natalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72")
+
+
+def test_an_unreadable_gold_is_never_matched() -> None:
+    assert not is_correct("#### 12", "a 12 b\n####")
+    assert not is_correct("no number", "no number")  # None == None is not a right answer
+
+
+def test_all_gsm8k_gold_answers_read_to_their_value() -> None:
+    folder = os.environ.get("MINIRL_GSM8K_DIR")
+    if not folder:
+        pytest.skip("set MINIRL_GSM8K_DIR to a folder with GSM8K's train.jsonl and test.jsonl")
+    n = 0
+    for name in ("train.jsonl", "test.jsonl"):
+        path = Path(folder) / name
+        for line in path.read_text(encoding="utf-8").splitlines():
+            answer = json.loads(line)["answer"]
+            want = float(answer.split("####")[1].strip().replace(",", ""))
+            assert extract_answer(answer) == want, answer
+            n += 1
+        assert len(load_gsm8k(str(path))) > 0  # no row is refused
+    assert n == 8792
 
 
 def test_extract_answer_uses_the_last_hash_marker() -> None:
@@ -120,6 +188,25 @@ def test_non_string_field(tmp_path: Path) -> None:
     path = tmp_path / "num.jsonl"
     path.write_text('{"question": "q", "answer": 5}\n', encoding="utf-8")
     assert ":1:" in _data_error(path)
+
+
+def test_gold_without_a_final_number_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gold.jsonl"
+    path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": "no number"}\n',
+                    encoding="utf-8")
+    msg = _data_error(path)
+    assert str(path) in msg and ":2:" in msg and "final number" in msg
+    path.write_text('{"question": "q", "answer": "it is 7\\n####"}\n', encoding="utf-8")  # an empty marker
+    assert ":1:" in _data_error(path)
+    with pytest.raises(DataError, match="final number"):  # the same through load_gsm8k
+        load_gsm8k(str(path))
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"question": "caf\u00e9", "answer": "#### 1"}\n'.encode("latin-1"))
+    msg = _data_error(path)
+    assert str(path) in msg and "UTF-8" in msg
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ for kind in data.PERTURBATIONS:
     print(f"{'':>9}  {marked(text, span)}   answer now {data.extract_answer(text):g}")
 
 # ---------------------------------------------------------------- 4. answer extraction
-# Correctness is used only for evaluation (M1): the first number after the last `####`, else the last number.
+# Correctness is used only for evaluation (M1): the one number after the last `####`, else the last number in the text;
+# anything unclear (`#### 7,2`, `#### 1/2`, an empty `####`) reads as None, which is never correct.
 print("\n== answer extraction (data.extract_answer, data.is_correct)")
 for text in ["Together they have 8+3 = <<8+3=11>>11 shells.\n#### 11", "so the answer is 1,234 apples", "#### $40.",
              "no number here"]:
