@@ -54,6 +54,7 @@ class TrainConfig:
     # ---- PPO (M4)
     ppo_epochs: int = opt(2, "passes over each rollout batch")
     clip: float = opt(0.2, "PPO ratio clip epsilon")
+    target_kl: float = opt(0.0, "stop an update's epochs once their mean approx-KL exceeds this (0 = never)")
     advantage: str = opt("group", "gae (value head) or group (critic-free, the paper's)")
     gamma: float = opt(1.0, "discount for GAE / reward-to-go (paper's group estimator: 0.9)")
     lam: float = opt(0.95, "GAE lambda")

@@ -1,11 +1,12 @@
 """PPO for language models, written to be read (method.md M4).
 
-Sections, in the order of one iteration:
-  1. batches and sampling: left-padded prompts, KV-cache sampling, EOS masks;
-  2. advantages: `gae` (value head, GAE over tokens) and `group` (critic-free, the paper's);
-  3. the PPO loss: clipped surrogate + clipped value loss;
-  4. `ppo_update`: epochs x shuffled minibatches, gradient clipping, diagnostics.
-The training loop that calls these lives in `minirl.train.train_rl`.
+Sections, in the order of one iteration (sampling itself is in `minirl.rollout`):
+  1. advantages: `gae` (value head, GAE over tokens) and `group` (critic-free, the paper's);
+  2. the PPO loss: clipped surrogate + clipped value loss;
+  3. `ppo_update`: epochs x shuffled minibatches, gradient clipping, an optional KL early stop, diagnostics.
+The training loop that calls these lives in `minirl.train.train_rl`. Shapes: B rows (sequences), T tokens;
+every per-token tensor is aligned with `input_ids` and zero outside the response (`mask`).
+Lines marked `ALGO LOGIC` are the ones to change in an experiment (as in CleanRL).
 
 Departures from textbook PPO, on purpose: one "step" is one token; the reward arrives
 per token (dense, from the reward model) rather than once per episode; there is no
@@ -23,7 +24,7 @@ from torch import nn
 from minirl.models import lm_forward
 from minirl.rollout import Batch
 
-# ---------------------------------------------------------------- 2. advantages
+# ---------------------------------------------------------------- 1. advantages
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
     return adv
 
 
-# ---------------------------------------------------------------- 3. the loss
+# ---------------------------------------------------------------- 2. the loss
 
 
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
@@ -100,13 +101,15 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
-# ---------------------------------------------------------------- 4. the update
+# ---------------------------------------------------------------- 3. the update
 
 
 @dataclass
 class Rollout:
+    """One iteration's samples and what PPO needs of them (M4)."""
+
     batch: Batch
-    old_logp: torch.Tensor  # [B, T] under the sampling policy, temperature applied
+    old_logp: torch.Tensor  # [B, T] log pi_old(y_t) under the sampling policy, temperature applied
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor | None = None  # [B, T], gae only
     old_values: torch.Tensor | None = None  # [B, T], gae only
@@ -114,21 +117,26 @@ class Rollout:
 
 def ppo_update(lm: nn.Module, value_head: nn.Module | None, optimizer: torch.optim.Optimizer, rollout: Rollout,
                epochs: int, minibatch_size: int, temperature: float = 1.0, clip: float = 0.2,
-               vf_coef: float = 0.5, max_grad_norm: float = 1.0) -> dict[str, float]:
-    """Epochs x shuffled minibatches of the clipped objective; returns averaged diagnostics."""
-    B = rollout.batch.input_ids.shape[0]
+               vf_coef: float = 0.5, max_grad_norm: float = 1.0, target_kl: float = 0.0) -> dict[str, float]:
+    """`epochs` passes over the rollout in shuffled minibatches of the clipped objective; with `target_kl` > 0
+    the update stops after the epoch whose mean approx-KL exceeds it (a trust region by early stopping, as
+    CleanRL's `target_kl`). Returns averaged diagnostics."""
+    batch_size = rollout.batch.input_ids.shape[0]  # the rollout size: prompts x samples per prompt
+    minibatches_per_epoch = -(-batch_size // minibatch_size)  # one optimiser step each
     params = [p for group in optimizer.param_groups for p in group["params"]]
     logs: dict[str, list[float]] = {}
+    epochs_done = 0
     for _ in range(epochs):
-        for idx in torch.randperm(B).split(minibatch_size):
+        for idx in torch.randperm(batch_size).split(minibatch_size):  # minibatches_per_epoch index sets
             mb = rollout.batch.select(idx)
-            mask = mb.response_mask.float()
-            logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head, True)
-            loss, stats = ppo_loss(logp, rollout.old_logp[idx], rollout.advantages[idx], mask, clip)
+            mask = mb.response_mask.float()  # [b, T]
+            logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
+                                               True)  # each [b, T]
+            loss, stats = ppo_loss(logp, rollout.old_logp[idx], rollout.advantages[idx], mask, clip)  # scalar
             stats["entropy"] = masked_mean(entropy, mask).item()
             if value_head is not None:
-                v_loss = value_loss(values, rollout.old_values[idx], rollout.returns[idx], mask, clip)
-                loss = loss + vf_coef * v_loss
+                v_loss = value_loss(values, rollout.old_values[idx], rollout.returns[idx], mask, clip)  # scalar
+                loss = loss + vf_coef * v_loss  # ALGO LOGIC: the weight of the value loss
                 stats["value_loss"] = v_loss.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,10 +144,15 @@ def ppo_update(lm: nn.Module, value_head: nn.Module | None, optimizer: torch.opt
             optimizer.step()
             for k, v in stats.items():
                 logs.setdefault(k, []).append(v)
+        epochs_done += 1
+        epoch_kl = sum(logs["approx_kl"][-minibatches_per_epoch:]) / minibatches_per_epoch
+        if target_kl > 0 and epoch_kl > target_kl:  # ALGO LOGIC: the early stop
+            break
     out = {k: sum(v) / len(v) for k, v in logs.items()}
     out["ratio_first"] = logs["ratio"][0]  # 1.0 up to float error: the log-prob consistency check
+    out["epochs_done"] = epochs_done
     if rollout.returns is not None:  # explained variance of the value predictions
         mask = rollout.batch.response_mask.bool()
-        ret, val = rollout.returns[mask], rollout.old_values[mask]
+        ret, val = rollout.returns[mask], rollout.old_values[mask]  # [N] each, N response tokens
         out["explained_var"] = (1 - (ret - val).var() / ret.var().clamp(min=1e-8)).item()
     return out

@@ -258,7 +258,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
         policy.train()
         stats.update(ppo_update(policy, value_head, optimizer, rollout, cfg.ppo_epochs, cfg.minibatch_size,
-                                cfg.temperature, cfg.clip))
+                                cfg.temperature, cfg.clip, target_kl=cfg.target_kl))
         schedule.step()
         t3 = time.perf_counter()
 

@@ -4,7 +4,7 @@ Why this exists (method.md M9): a tiny policy whose only mistakes are sampling s
 already caught by its own log-prob, so a learned reward has nothing to add. Real LLMs
 make *confident reasoning errors*. We reproduce that cheaply: the base policy is
 pretrained on a corpus in which wording-tied **misconceptions** are applied at a fixed
-rate (0.7 by default): "half as many" solved by doubling, "gives away" by adding, and so
+rate (0.6 by default): "half as many" solved by doubling, "gives away" by adding, and so
 on. Sampled at T = 1 it is sometimes right; greedily it is mostly wrong, and confidently.
 
 The world has three disjoint parts, all drawn from one seed:
@@ -13,7 +13,7 @@ The world has three disjoint parts, all drawn from one seed:
   - a pretraining corpus with misconceptions applied at `misconception_rate`;
   - held-out test problems.
 
-Every problem is a chain of 2-4 steps written in GSM8K's format:
+Every problem is a chain of 2-3 steps written in GSM8K's format:
     "Ben has 6*3 = <<6*3=18>>18 books.\n ... #### 24"
 Arithmetic stays small (results mostly under 100) so that computing is not the bottleneck.
 """

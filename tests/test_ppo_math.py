@@ -385,3 +385,17 @@ def test_ppo_update_with_value_head(tok, eos_lm) -> None:
     sel = mask.bool()
     ret, val = returns[sel], old_values[sel]
     assert stats["explained_var"] == pytest.approx((1 - (ret - val).var() / ret.var()).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("target_kl, epochs_done", [(0.0, 4), (1e-9, 1)])
+def test_ppo_update_target_kl_stops_after_the_epoch_that_exceeds_it(tok, eos_lm, target_kl, epochs_done) -> None:
+    # the first epoch moves the policy (approx-KL > 0 from its second minibatch on), so a tiny target stops after it
+    torch.manual_seed(0)
+    batch = sample(eos_lm, tok, PROMPTS, max_new_tokens=12, temperature=1.0)
+    with torch.no_grad():
+        old_logp = token_logprobs(eos_lm, batch.input_ids, batch.attention_mask)
+    adv = whiten(torch.randn(old_logp.shape), batch.response_mask.float())
+    optimizer = torch.optim.AdamW(eos_lm.parameters(), lr=1e-2)
+    stats = ppo_update(eos_lm.train(), None, optimizer, Rollout(batch, old_logp, adv), epochs=4, minibatch_size=2,
+                       target_kl=target_kl)
+    assert stats["epochs_done"] == epochs_done
