@@ -8,6 +8,7 @@ user can make (bad path, bad data, unknown option value) print one red line and 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -68,7 +69,6 @@ def rerank(
     samples: str = typer.Option("", help="save the scored samples here (JSON lines) to recompute metrics later"),
     from_samples: str = typer.Option("", help="recompute the figures from saved samples instead of sampling"),
 ) -> None:
-    import json
     import time
 
     from minirl import viz
@@ -134,9 +134,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     seed: int = typer.Option(0, help="seed for sampling and for choosing perturbations"),
     max_new_tokens: int | None = typer.Option(None, help="longest sampled response (default: the run's, else 96)"),
 ) -> None:
-    import json
-
-    from minirl import localise, runs, viz
+    from minirl import localise, runs
 
     with user_errors():
         response = read_response(trace, trace_file, perturb_kind, localisation)
@@ -149,22 +147,39 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         if localisation is not None:  # Hit@1 / Hit@3 in two settings (M7)
             figures = {"run": run, "head": head, **localise.localisation(
                 policy, tokenizer, reward_model, test, localisation, max_new, seed, cfg.data == "synthetic")}
-            if as_json:
-                typer.echo(json.dumps(figures))
-                return
-            for part in viz.localisation_report(figures):
-                Console().print(part, markup=False)
+            print_localisation(figures, as_json)
             return
         where, question_text, gold = pick_question(test, question, text)
         traces = localise.score_traces(policy, tokenizer, reward_model, question_text, traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
-        if as_json:
-            typer.echo(json.dumps({"question": question_text, "head": head, "scores": localise.SHOWN[head], "traces": [
-                {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
-            return
-        what = f"{head + ' head' if head else 'no reward model'}: {localise.SHOWN[head]}"
-        viz.print_traces(traces, where, question_text, what, Console(), gold and gold.split("####")[-1].strip())
+        print_question(where, question_text, gold, head, traces, as_json)
 
+
+
+def print_localisation(figures: dict, as_json: bool) -> None:
+    """`inspect --localisation`'s figures as tables (viz.localisation_report), or as JSON."""
+    from minirl import viz
+
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    for part in viz.localisation_report(figures):
+        Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
+
+
+def print_question(where: str, question: str, gold: str | None, head: str | None, traces: list[dict],
+                   as_json: bool) -> None:
+    """`inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON."""
+    from minirl import viz
+    from minirl.localise import SHOWN
+
+    if as_json:
+        typer.echo(json.dumps({"question": question, "head": head, "scores": SHOWN[head], "traces": [
+            {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
+        return
+    what = f"{head + ' head' if head else 'no reward model'}: {SHOWN[head]}"
+    expected = gold.split("####")[-1].strip() if gold is not None else None
+    viz.print_traces(traces, where, question, what, Console(), expected)
 
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None,
                   localisation: int | None) -> str | None:
