@@ -8,9 +8,11 @@ user can make (bad path, bad data, unknown option value) print one red line and 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -51,6 +53,9 @@ app.command(help="Train a policy: pretrain | sft | airl (default) | outcome. On 
                  "the base policy is built first when missing.")(train)
 
 
+AUROC_INTERVALS = ("mean", "f-logpi", "logprob")  # the scores `rerank` gives AUROC intervals for
+
+
 @app.command(help="Rerank N sampled solutions per question with a trained reward model (best-of-N, M5).")
 def rerank(
     run: str = typer.Option(..., help="run folder whose policy samples the solutions"),
@@ -64,215 +69,184 @@ def rerank(
     samples: str = typer.Option("", help="save the scored samples here (JSON lines) to recompute metrics later"),
     from_samples: str = typer.Option("", help="recompute the figures from saved samples instead of sampling"),
 ) -> None:
-    import json
     import time
 
-    import torch
-    from rich.table import Table
-
-    from minirl import runs
-    from minirl.data import load_gsm8k
-    from minirl.rerank import load_records, rerank_table, sample_and_score, save_records
+    from minirl import viz
+    from minirl.rerank import load_records, rerank_table, save_records
 
     with user_errors():
         started = time.time()
         if from_samples:
             records = load_records(from_samples)
         else:
-            policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
-            if reward_model is None:
-                err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
-            cfg = config_from(config)
-            tasks = load_gsm8k(data) if data else runs.load_data(cfg)["test"]
-            torch.manual_seed(seed)
-            records = sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
-                                       reward_model, cfg.temperature, cfg.top_p)
+            records = sample_records(run, reward_from, data, questions, n, max_new_tokens, seed)
             if samples:
                 save_records(records, samples)
         n_min = min(len(r["samples"]) for r in records)
         ks = tuple(k for k in (1, 4, 8, 16, 32) if k <= n_min)
-        with_ci = ("mean", "f-logpi", "logprob")
-        figures = rerank_table(records, ks, auroc_intervals=with_ci)
-        table = Table(title=f"success@k|{n_min} on {len(records)} questions ({time.time() - started:.0f} s)")
-        table.add_column("method")
-        for k in ks:
-            table.add_column(f"@{k}", justify="right")
-        table.add_column("AUROC within q", justify="right")
-        table.add_column("AUROC pooled", justify="right")
-        for method, row in figures.items():
-            if method == "pass@k":
-                continue
-            cells = [f"{row[f'success@{k}']:.3f}" if f"success@{k}" in row else "" for k in ks]
-            aurocs = [f"{row[key]:.3f}" if key in row else "" for key in ("auroc", "auroc_pooled")]
-            table.add_row(method, *cells, *aurocs)
-        table.add_row("pass@k", *[f"{figures['pass@k'][f'pass@{k}']:.3f}" for k in ks], "", "")
-        Console().print(table)
-        for method in with_ci:
-            if "auroc_ci" in figures.get(method, {}):
-                row = figures[method]
-                (a, b), (c, d) = row["auroc_ci"], row["auroc_pooled_ci"]
-                Console().print(f"{method}: AUROC within question {row['auroc']:.3f} [{a:.3f}, {b:.3f}], pooled "
-                                f"{row['auroc_pooled']:.3f} [{c:.3f}, {d:.3f}] (95 % bootstrap over questions)")
+        figures = rerank_table(records, ks, auroc_intervals=AUROC_INTERVALS)
+        title = f"success@k|{n_min} on {len(records)} questions ({time.time() - started:.0f} s)"
+        Console().print(viz.rerank_table_view(figures, ks, title))
+        for line in viz.auroc_interval_lines(figures, AUROC_INTERVALS):
+            Console().print(line, markup=False)
         if out:
             with open(out, "w") as f:
                 json.dump(figures, f, indent=2)
 
 
-@app.command(help="Show the per-token reward of a trace in colour, and measure error localisation.")
-def inspect(
-    run: str = typer.Option(..., "--run", metavar="PATH", help="a run folder (policy/, reward/, config.json)"),
-    reward_from: str | None = typer.Option(None, "--reward-from", metavar="PATH",
+def sample_records(run: str, reward_from: str, data: str, questions: int, n: int, max_new_tokens: int,
+                   seed: int) -> list[dict]:
+    """`rerank`'s records: n samples for each of the first `questions` questions (the run's held-out set, or a
+    GSM8K file), scored by the run's reward model or `reward_from`'s."""
+    import torch
+
+    from minirl import runs
+    from minirl.data import load_gsm8k
+    from minirl.rerank import sample_and_score
+
+    policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
+    if reward_model is None:
+        err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
+    cfg = config_from(config)
+    tasks = load_gsm8k(data) if data else runs.load_data(cfg)["test"]
+    torch.manual_seed(seed)
+    return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
+                            reward_model, cfg.temperature, cfg.top_p)
+
+
+@app.command(name="inspect", help="Show the per-token reward of a trace in colour, and measure error localisation.")
+def inspect_run(  # not `inspect`: that name is the standard library's module, used above
+    run: str = typer.Option(..., metavar="PATH", help="a run folder (policy/, reward/, config.json)"),
+    reward_from: str | None = typer.Option(None, metavar="PATH",
                                            help="take the reward model from this other run folder"),
-    question: int = typer.Option(0, "--question", help="index into the run's held-out test set"),
-    text: str | None = typer.Option(None, "--text", help="a question given as text instead of --question"),
-    trace: str | None = typer.Option(None, "--trace", help="a response to score instead of sampling one"),
-    trace_file: str | None = typer.Option(None, "--trace-file", metavar="PATH",
+    question: int = typer.Option(0, help="index into the run's held-out test set"),
+    text: str | None = typer.Option(None, help="a question given as text instead of --question"),
+    trace: str | None = typer.Option(None, help="a response to score instead of sampling one"),
+    trace_file: str | None = typer.Option(None, metavar="PATH",
                                           help="a file holding the response to score instead of sampling one"),
     perturb_kind: str | None = typer.Option(None, "--perturb", metavar="KIND",
                                             help="show the expert trace and a copy changed by one rule (M3): result, "
                                                  "operator, final or numbers; the true change is marked"),
-    localisation: int | None = typer.Option(None, "--localisation", metavar="N",
+    localisation: int | None = typer.Option(None, metavar="N",
                                             help="measure Hit@1/Hit@3 over N perturbed held-out expert traces and the "
                                                  "policy's wrong samples of N held-out questions (M7)"),
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object on stdout"),
-    seed: int = typer.Option(0, "--seed", help="seed for sampling and for choosing perturbations"),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens",
-                                              help="longest sampled response (default: the run's, else 96)"),
+    seed: int = typer.Option(0, help="seed for sampling and for choosing perturbations"),
+    max_new_tokens: int | None = typer.Option(None, help="longest sampled response (default: the run's, else 96)"),
 ) -> None:
-    import json
+    from minirl import localise, runs
+
+    with user_errors():
+        response = read_response(trace, trace_file, perturb_kind, localisation)
+        policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
+        cfg, head = config_from(config), reward_model.head_kind if reward_model is not None else None
+        max_new = max_new_tokens or config.get("max_new_tokens") or 96
+        if reward_model is None:
+            err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead")
+        test = held_out_tasks(run, config) if localisation is not None or text is None else []
+        if localisation is not None:  # Hit@1 / Hit@3 in two settings (M7)
+            figures = {"run": run, "head": head, **localise.localisation(
+                policy, tokenizer, reward_model, test, localisation, max_new, seed, cfg.data == "synthetic")}
+            print_localisation(figures, as_json)
+            return
+        where, question_text, gold = pick_question(test, question, text)
+        traces = localise.score_traces(policy, tokenizer, reward_model, question_text, traces_to_show(
+            policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
+        print_question(where, question_text, gold, head, traces, as_json)
+
+
+
+def print_localisation(figures: dict, as_json: bool) -> None:
+    """`inspect --localisation`'s figures as tables (viz.localisation_report), or as JSON."""
+    from minirl import viz
+
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    for part in viz.localisation_report(figures):
+        Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
+
+
+def print_question(where: str, question: str, gold: str | None, head: str | None, traces: list[dict],
+                   as_json: bool) -> None:
+    """`inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON."""
+    from minirl import viz
+    from minirl.localise import SHOWN
+
+    if as_json:
+        typer.echo(json.dumps({"question": question, "head": head, "scores": SHOWN[head], "traces": [
+            {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
+        return
+    what = f"{head + ' head' if head else 'no reward model'}: {SHOWN[head]}"
+    expected = gold.split("####")[-1].strip() if gold is not None else None
+    viz.print_traces(traces, where, question, what, Console(), expected)
+
+def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None,
+                  localisation: int | None) -> str | None:
+    """Check `inspect`'s options against each other; the response to score (--trace or --trace-file), if any."""
+    from minirl.data import PERTURBATIONS, DataError
+
+    if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
+        raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
+    if trace is not None and trace_file is not None:
+        raise DataError("give --trace or --trace-file, not both")
+    if localisation is not None and localisation < 1:
+        raise DataError("--localisation N needs N >= 1")
+    if trace_file is None:
+        return trace
+    if not Path(trace_file).is_file():
+        raise DataError(f"--trace-file {trace_file}: no such file")
+    return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+
+
+def held_out_tasks(run: str, config: dict) -> list[dict]:
+    from minirl import runs
+    from minirl.data import DataError
+
+    if not config:
+        raise DataError(f"{run}: no config.json, so its held-out data is unknown; give --text instead")
+    return runs.load_data(config_from(config))["test"]
+
+
+def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:
+    """(where it comes from, question, expert answer or None): --text when given, else held-out question `index`."""
+    from minirl.data import DataError
+
+    if text is not None:
+        return "your question", text, None
+    if not 0 <= index < len(test):
+        raise DataError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
+    return f"held-out question {index}", test[index]["question"], test[index]["answer"]
+
+
+def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str | None, response: str | None,
+                   perturb_kind: str | None, seed: int, max_new_tokens: int) -> list[dict]:
+    """The trace(s) `inspect` shows for one question, each {label, text, span, correct}. With --perturb: the expert
+    (or given) trace and a perturbed copy, the change's characters as span (M3). Otherwise the given trace or one
+    sample, with its first wrong line as span (synthetic world only: its right solutions are deterministic text)."""
     import random
-    from pathlib import Path
 
     import torch
-    from rich.table import Table
-    from rich.text import Text
 
-    from minirl import localise, runs, viz
-    from minirl.data import PERTURBATIONS, DataError, format_prompt, is_correct
-    from minirl.data import perturb as apply_perturbation
-    from minirl.rerank import score_texts
+    from minirl.data import DataError, format_prompt, is_correct, perturb
+    from minirl.localise import first_wrong_line_span
     from minirl.rollout import sample
 
-    out = Console()
-    with user_errors():
-        if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
-            raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
-        if trace is not None and trace_file is not None:
-            raise DataError("give --trace or --trace-file, not both")
-        if localisation is not None and localisation < 1:
-            raise DataError("--localisation N needs N >= 1")
-        if trace_file is not None and not Path(trace_file).is_file():
-            raise DataError(f"--trace-file {trace_file}: no such file")
-        response = Path(trace_file).read_text(encoding="utf-8").rstrip("\n") if trace_file is not None else trace
-        policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
-        cfg = config_from(config)
-        max_new = max_new_tokens or config.get("max_new_tokens") or 96
-        head = reward_model.head_kind if reward_model is not None else None
-        what = {"token": "reward f - log pi per token", "scalar": "reward z per token"}.get(
-            head, "policy log-prob log pi per token")
-        if reward_model is None:
-            err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead",
-                      soft_wrap=True)
-        data: dict[str, list[dict]] = {"test": []}
-        if localisation is not None or text is None:
-            if not config:
-                raise DataError(f"{run}: no config.json, so its held-out data is unknown; give --text instead")
-            data = runs.load_data(cfg)
-        test = data["test"]
-
-        if localisation is not None:  # ---- Hit@1 / Hit@3 in two settings (M7)
-            own_samples = cfg.data == "synthetic"
-            figures = {"run": run, "head": head, **localise.localisation(
-                policy, tokenizer, reward_model, test, localisation, max_new, seed, own_samples)}
-            if as_json:
-                typer.echo(json.dumps(figures))
-                return
-            perturbed, samples = figures["perturbed"], figures["samples"]
-            settings = [(f"{perturbed['n']} perturbed held-out expert traces; target: the first change", perturbed),
-                        (f"{samples['n']} wrong samples of {samples['sampled']} held-out questions; target: the "
-                         "first wrong line" if samples else "", samples)]
-            for title, figs in settings:
-                if figs is None:
-                    out.print("(no own-sample setting: GSM8K has no deterministic right solution to compare with)")
-                    continue
-                table = Table(title=f"error localisation ({run}, {f'{head} head' if head else 'no reward model'}): "
-                                    f"{title}",
-                              caption="lowest: the lowest-scoring token; first < tau: the first token below tau, tau "
-                                      "chosen on the other half of the traces (two folds: tau of each shown). The "
-                                      "final EOS is never a candidate.")
-                for column in ("score", "rule", "Hit@1 [95% CI]", "Hit@3", "Step@1"):
-                    table.add_column(column, justify="left" if column in ("score", "rule") else "right")
-                for label, key in [("reward f", "reward"), ("reward f - log pi", "reward_minus_logprob"),
-                                   ("policy log-prob", "policy_logprob"), ("chance", "chance")]:
-                    taus = [t for t in figs["thresholds"].get(key, []) if t is not None]
-                    rules = [("lowest", key)] + ([(f"first < {'/'.join(f'{t:.1f}' for t in taus)}", f"{key}_first")]
-                                                 if taus else [])
-                    for rule, name in rules if key != "chance" else [("uniform", key)]:
-                        if name in figs["hit@1"]:  # the reward rows only with a reward model
-                            lo, hi = figs["hit@1_ci"][name]
-                            cells = [f"{v:.2f}" if v is not None else "-" for v in
-                                     (figs["hit@1"][name], figs["hit@3"][name], figs["step@1"][name])]
-                            cells[0] += f" [{lo:.2f}, {hi:.2f}]" if figs["n"] else ""
-                            table.add_row(label, rule, *cells)
-                out.print(table)
-                for rule, (gain, lo, hi) in figs["hit@1_gain_over_logprob"].items():
-                    out.print(f"Hit@1 gain of reward f over log-prob, paired "
-                              f"({'first < tau' if rule.endswith('_first') else 'lowest'}): {gain:+.2f} "
-                              f"[{lo:+.2f}, {hi:+.2f}]")
-            first = "reward" if reward_model is not None else "policy_logprob"
-            for rule in (first, f"{first}_first"):
-                out.print(f"hit@1 of {rule} by perturbation: " + ", ".join(
-                    f"{kind} {v[rule]:.2f} (n={v['n']})" for kind, v in perturbed["by_kind"].items() if rule in v))
-            return
-
-        # ---- one question: its trace(s) coloured per token
-        if text is not None:
-            where, question_text, gold = "your question", text, None
-        else:
-            if not 0 <= question < len(test):
-                raise DataError(f"--question {question}: out of range 0..{len(test) - 1} (the held-out set)")
-            where = f"held-out question {question}"
-            question_text, gold = test[question]["question"], test[question]["answer"]
-        marks: list[tuple[int, int] | None] = []  # character spans to mark, one per trace
-        if perturb_kind is not None:
-            clean = response if response is not None else gold
-            if clean is None:
-                raise DataError("--perturb needs an expert trace: give --question (or --trace) with it")
-            got = apply_perturbation(clean, random.Random(seed), perturb_kind)
-            if got is None:
-                raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")
-            responses, marks = [clean, got[0]], [None, got[1]]
-            labels = ["expert trace" if response is None else "given trace", f"perturbed ({perturb_kind})"]
-        else:
-            if response is None:
-                torch.manual_seed(seed)
-                batch = sample(policy, tokenizer, [format_prompt(question_text, tokenizer)], max_new, cfg.temperature,
-                               cfg.top_p)
-                response = batch.texts(tokenizer)[0]
-            responses, labels = [response], ["given trace" if trace is not None or trace_file else "sampled trace"]
-            wrong = gold is not None and not is_correct(response, gold)
-            marks = [localise.first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None]
-        results = score_texts(policy, tokenizer, [question_text] * len(responses), responses, reward_model)
-        values = [localise.display_rewards(r, head) if head else r["logprobs"] for r in results]
-        token_marks = [localise.char_to_token_span(r["tokens"], m) if m and "".join(r["tokens"][:-1]) == x else None
-                       for r, m, x in zip(results, marks, responses, strict=True)]
-        if as_json:
-            typer.echo(json.dumps({"question": question_text, "head": head, "scores": what, "traces": [
-                {"label": label, "text": x, "tokens": r["tokens"], "scores": v, "mark": m}
-                for label, x, r, v, m in zip(labels, responses, results, values, token_marks, strict=True)]}))
-            return
-        out.print(Text.assemble((f"{where}: ", "bold"), question_text))
-        scale = max((abs(v) for vs in values for v in vs), default=0.0) or 1.0  # one colour scale for all traces
-        for label, x, r, v, m, mark in zip(labels, responses, results, values, token_marks, marks, strict=True):
-            head_name = f"{head} head" if head else "no reward model"
-            viz.print_trace(r["tokens"], v, out, title=f"{label} · {where} · {head_name}: {what}", mark=m, scale=scale)
-            if gold is not None and perturb_kind is None:
-                expected = gold.split("####")[-1].strip()
-                out.print(f"answer {'right' if is_correct(x, gold) else 'wrong'} (expected {expected})"
-                          + ("; marked: the first line that differs from the right solution" if m else ""),
-                          soft_wrap=True)
-            if m is None and mark is not None:
-                out.print("(the change cannot be marked: these tokens, decoded one by one, do not spell the text)")
-            if m is not None and len(r["tokens"]) > 1:
-                hit = localise.hit_at_k(v, m, 1)
-                out.print(f"lowest non-EOS token inside the marked span: {'yes' if hit else 'no'}")
+    if perturb_kind is not None:
+        clean = response if response is not None else gold
+        if clean is None:
+            raise DataError("--perturb needs an expert trace: give --question (or --trace) with it")
+        got = perturb(clean, random.Random(seed), perturb_kind)
+        if got is None:
+            raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")
+        return [{"label": "expert trace" if response is None else "given trace", "text": clean, "span": None},
+                {"label": f"perturbed ({perturb_kind})", "text": got[0], "span": got[1]}]
+    label = "given trace"
+    if response is None:
+        torch.manual_seed(seed)
+        batch = sample(policy, tokenizer, [format_prompt(question, tokenizer)], max_new_tokens, cfg.temperature,
+                       cfg.top_p)
+        response, label = batch.texts(tokenizer)[0], "sampled trace"
+    wrong = gold is not None and not is_correct(response, gold)
+    span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
+    return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]

@@ -37,6 +37,9 @@ SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
 # candidate thresholds: these quantiles of the calibration traces' token scores (scale-free, so the same list
 # serves log-probs, the token head's f and the scalar head's logits)
 TAU_QUANTILES = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+# what `display_rewards` shows per token, by reward head (None: no reward model, the policy's log-prob instead)
+SHOWN = {"token": "reward f - log pi per token", "scalar": "reward z per token",
+         None: "policy log-prob log pi per token"}
 
 
 def char_to_token_span(tokens: list[str], span: tuple[int, int], eos: bool = True) -> tuple[int, int]:
@@ -85,6 +88,22 @@ def display_rewards(result: dict, head: str) -> list[float]:
     if head == "token":
         return [r - lp for r, lp in zip(result["rewards"], result["logprobs"], strict=True)]
     return list(result["rewards"])
+
+
+def score_traces(policy, tokenizer, reward_model, question: str, traces: list[dict]) -> list[dict]:
+    """Score responses to one question for display. Each trace is a dict with "text" and "span" (a character span
+    to mark, or None); returned copies add "tokens", "scores" (`display_rewards`, or the policy's log-prob without
+    a reward model) and "mark", the span as a token range (None when there is no span, or when the tokens, decoded
+    one at a time, do not spell the text)."""
+    head = reward_model.head_kind if reward_model is not None else None
+    results = score_texts(policy, tokenizer, [question] * len(traces), [t["text"] for t in traces], reward_model)
+    scored = []
+    for trace, result in zip(traces, results, strict=True):
+        tokens, span = result["tokens"], trace["span"]
+        aligned = span is not None and "".join(tokens[:-1]) == trace["text"]
+        scored.append({**trace, "tokens": tokens, "mark": char_to_token_span(tokens, span) if aligned else None,
+                       "scores": display_rewards(result, head) if head else result["logprobs"]})
+    return scored
 
 
 def lowest(scores: list[float]) -> list[int]:

@@ -1,4 +1,5 @@
-"""Tests for minirl.viz: faithful text, palette direction, lowest / marked tokens, step sums, plain fallback."""
+"""Tests for minirl.viz: faithful text, palette direction, lowest / marked tokens, step sums, plain fallback, and
+the tables shared by the CLI and the tutorials, on hand-built figures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,19 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from minirl.viz import plain_trace, print_trace, render_trace, reward_style, split_steps, trace_text
+from minirl.viz import (
+    auroc_interval_lines,
+    localisation_table,
+    plain_trace,
+    print_trace,
+    print_traces,
+    render_trace,
+    rerank_table_view,
+    reward_style,
+    split_steps,
+    summary_table,
+    trace_text,
+)
 
 TOKENS = ["Gus", " has", " 3", " apples", ".\n", "He", " buys", "  4", "\n\n", "####", " 7"]
 REWARDS = [0.1, 0.05, 0.3, 0.2, 0.0, 0.1, -0.4, -2.5, 0.1, 0.2, -1.0]  # lowest: token 7 '  4'
@@ -144,3 +157,65 @@ def test_empty_trace() -> None:
     print_trace([], [], console)
     assert "(empty trace)" in console.export_text()
     assert plain_trace([], []) == "(empty trace)"
+
+
+
+# ---------------------------------------------------------------- tables and the one-question view
+
+
+def rendered(*renderables) -> str:
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    for r in renderables:
+        console.print(r, markup=False)
+    return console.file.getvalue()
+
+
+def rows(text: str) -> list[list[str]]:
+    """The cells of each body row of a rendered table (box-drawing separators split the cells)."""
+    return [[c.strip() for c in line.strip()[1:-1].split("│")] for line in text.splitlines() if line.startswith("│")]
+
+
+def test_rerank_table_view() -> None:
+    figures = {"random": {"success@1": 0.25, "success@2": 0.5, "success@1_ci": [0.1, 0.4]},
+               "mean": {"success@1": 0.75, "success@2": 1.0, "success@1_ci": [0.5, 1.0], "auroc": 0.8,
+                        "auroc_pooled": 0.7, "auroc_ci": [0.6, 0.9], "auroc_pooled_ci": [0.55, 0.85]},
+               "pass@k": {"pass@1": 0.9, "pass@2": 1.0}}
+    text = rendered(rerank_table_view(figures, (1, 2), "best-of-2"))
+    assert "best-of-2" in text and "AUROC within q" in text and "CI @1" not in text
+    assert rows(text) == [["random", "0.250", "0.500", "", ""], ["mean", "0.750", "1.000", "0.800", "0.700"],
+                          ["pass@k", "0.900", "1.000", "", ""]]
+    text = rendered(rerank_table_view(figures, (1,), "t", labels={"mean": "reward: mean"}, ci=True))
+    assert rows(text) == [["reward: mean", "0.750", "0.50-1.00", "0.800", "0.700"]]
+    assert auroc_interval_lines(figures, ("mean", "random", "f-logpi")) == [
+        "mean: AUROC within question 0.800 [0.600, 0.900], pooled 0.700 [0.550, 0.850] (95 % bootstrap over "
+        "questions)"]
+
+
+def test_localisation_table() -> None:
+    names = ["reward", "reward_first", "policy_logprob", "chance"]  # no `first` tau for the log-prob here
+    figures = {"n": 4, "thresholds": {"reward": [-1.25, -2.0], "policy_logprob": [None, None]},
+               "hit@1": dict(zip(names, [0.5, 0.75, 0.25, 0.1])), "hit@3": dict(zip(names, [1.0, 1.0, 0.5, 0.3])),
+               "step@1": dict(zip(names, [0.5, None, 0.5, 0.4])), "hit@1_ci": dict.fromkeys(names, [0.0, 1.0])}
+    assert rows(rendered(localisation_table(figures, "title"))) == [
+        ["reward f", "lowest", "0.50 [0.00, 1.00]", "1.00", "0.50"],
+        ["reward f", "first < -1.2/-2.0", "0.75 [0.00, 1.00]", "1.00", "-"],
+        ["policy log-prob", "lowest", "0.25 [0.00, 1.00]", "0.50", "0.50"],
+        ["chance", "uniform", "0.10 [0.00, 1.00]", "0.30", "0.40"]]
+
+
+def test_summary_table_leaves_out_nested_figures() -> None:
+    text = rendered(summary_table({"sampled_acc": 0.123456, "steps": 3, "by_kind": {"a": 1}}, "airl · runs/x"))
+    assert "airl · runs/x" in text and rows(text) == [["sampled_acc", "0.123"], ["steps", "3"]]
+
+
+def test_print_traces_reports_answer_and_lowest_token_in_mark() -> None:
+    trace = {"label": "sampled trace", "tokens": ["a", " b", "\n", "c", "<eos>"], "scores": [0.5, 0.1, 0.2, -1.0, -3.0],
+             "span": (1, 2), "mark": (3, 4), "correct": False}
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_traces([trace, {**trace, "label": "given", "mark": None, "correct": None}], "q 1", "How many?", "what",
+                 console, expected="7")
+    out = console.file.getvalue()
+    assert out.startswith("q 1: How many?\nsampled trace · q 1 · what\n")
+    assert "answer wrong (expected 7); marked: the first line that differs" in out
+    assert "lowest non-EOS token inside the marked span: yes" in out  # -1.0 at 3: the EOS (-3.0) is not blamed
+    assert out.count("answer ") == 1 and "(the change cannot be marked" in out  # the second: a span, no mark

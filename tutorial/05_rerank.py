@@ -22,9 +22,8 @@ from __future__ import annotations
 import torch
 from _common import ensure_run, pick
 from rich.console import Console
-from rich.table import Table
 
-from minirl import rerank, runs
+from minirl import rerank, runs, viz
 from minirl.config import TrainConfig
 
 N, QUESTIONS = pick(16, 4), pick(100, 4)
@@ -46,21 +45,10 @@ print(f"{len(records)} held-out questions x {N} samples from {airl_dir}; "
 # ---------------------------------------------------------------- 2. success@k|N for every score
 ks = tuple(k for k in (1, 4, 16) if k <= N)
 figures = rerank.rerank_table(records, ks)
-table = Table(title=f"best-of-{N}: success@k on {len(records)} questions (CI: 95 % bootstrap)")
-table.add_column("score", no_wrap=True)
-for k in ks:
-    table.add_column(f"@{k}", justify="right")
-table.add_column("CI @1", justify="right", no_wrap=True)
-table.add_column("AUROC\nwithin q", justify="right")
-table.add_column("AUROC\npooled", justify="right")
-for method, label in [("random", "random pick"), ("majority", "majority vote"), ("logprob", "policy log-prob"),
-                      ("mean", "reward: mean"), ("discounted", "reward: discounted"), ("oracle", "oracle")]:
-    row = figures[method]
-    lo, hi = row["success@1_ci"]
-    cells = [f"{row[f'success@{k}']:.3f}" if f"success@{k}" in row else "" for k in ks] + [f"{lo:.2f}-{hi:.2f}"]
-    cells += [f"{row[key]:.3f}" if key in row else "" for key in ("auroc", "auroc_pooled")]
-    table.add_row(label, *cells)
-console.print(table)
+labels = {"random": "random pick", "majority": "majority vote", "logprob": "policy log-prob", "mean": "reward: mean",
+          "discounted": "reward: discounted", "oracle": "oracle"}  # the rows to show, in this order
+title = f"best-of-{N}: success@k on {len(records)} questions (CI: 95 % bootstrap)"
+console.print(viz.rerank_table_view(figures, ks, title, labels, ci=True))  # `minirl rerank`'s table, plus CI @1
 
 # ---------------------------------------------------------------- 3. what to read off it
 # The gap between "random" and "oracle" at k = 1 is the room a reranker has. The paper's gains at N = 16 were

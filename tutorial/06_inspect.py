@@ -10,10 +10,10 @@ If the reward has learned anything about reasoning, the lowest-reward token shou
 
 It prints: one of the policy's wrong samples with each token coloured by its reward (red low, green high; the
 first wrong line marked); an expert trace and a perturbed copy of it (M3), the changed token marked; then
-Hit@1/Hit@3 over perturbed held-out traces, beside the policy's log-prob and chance, for two ways of picking
-the blamed token: the lowest-scoring one, and the first one below a threshold (errors propagate, so the worst
-token is often a later echo of the first mistake). Without colour (NO_COLOR=1, or piped) each trace is printed
-one token per line.
+Hit@1/Hit@3/Step@1 over perturbed held-out traces (the table of `minirl inspect --localisation`), beside the
+policy's log-prob and chance, for two ways of picking the blamed token: the lowest-scoring one, and the first one
+below a threshold (errors propagate, so the worst token is often a later echo of the first mistake). Without
+colour (NO_COLOR=1, or piped) each trace is printed one token per line.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import random
 import torch
 from _common import ensure_run, pick
 from rich.console import Console
-from rich.table import Table
 
 from minirl import localise, runs, viz
 from minirl.config import TrainConfig
 from minirl.data import format_prompt, is_correct, perturb
-from minirl.rerank import score_texts
 from minirl.rollout import sample
 
 console = Console()
@@ -36,19 +34,12 @@ airl_dir = ensure_run("airl")
 policy, tokenizer, reward_model, config = runs.load_run(airl_dir)
 cfg = TrainConfig(**config)
 test = runs.load_data(cfg)["test"]
-head = reward_model.head_kind  # "token": shown value = f - log pi; "scalar": z (M2)
-
-
-def token_span(tokens: list[str], text: str, span: tuple[int, int] | None) -> tuple[int, int] | None:
-    """Character span -> token range, when the tokens (decoded one at a time, EOS last) spell the text."""
-    if span is None or "".join(tokens[:-1]) != text:
-        return None
-    return localise.char_to_token_span(tokens, span)
-
 
 # ---------------------------------------------------------------- 1. one wrong sample
 # Sample the policy once on a few held-out questions and take the first wrong answer. In this world the right
 # solution is deterministic text, so "the first line that differs from it" is where the sample went wrong.
+# `localise.score_traces` scores traces of one question: per token the shown value (the `token` head: f - log pi;
+# the `scalar` head: z, M2), and the character `span` to mark as a token range, `mark`.
 torch.manual_seed(0)
 tasks = test[: pick(32, 4)]
 batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks], cfg.max_new_tokens,
@@ -56,10 +47,10 @@ batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t
 wrong = [(t, x) for t, x in zip(tasks, batch.texts(tokenizer)) if not is_correct(x, t["answer"])]
 if wrong:
     task, text = wrong[0]
-    result = score_texts(policy, tokenizer, [task["question"]], [text], reward_model)[0]
-    mark = token_span(result["tokens"], text, localise.first_wrong_line_span(text, task["answer"]))
+    trace = localise.score_traces(policy, tokenizer, reward_model, task["question"], [
+        {"text": text, "span": localise.first_wrong_line_span(text, task["answer"])}])[0]
     console.print(f"\n[bold]question:[/] {task['question']}")
-    viz.print_trace(result["tokens"], localise.display_rewards(result, head), console, mark=mark,
+    viz.print_trace(trace["tokens"], trace["scores"], console, mark=trace["mark"],
                     title=f"a wrong sample (expected {task['answer'].split('####')[-1].strip()}); marked: its "
                           "first wrong line")
 else:
@@ -69,17 +60,17 @@ else:
 # Same question, two traces that differ in one place: "operator" flips one + - * / and keeps the written
 # result, so the step no longer adds up. One colour scale for both traces, so their colours compare.
 task = next(t for t in test if t.get("kind") == "three_step")
-changed, span, kind = perturb(task["answer"], random.Random(0), "operator")
-results = score_texts(policy, tokenizer, [task["question"]] * 2, [task["answer"], changed], reward_model)
-values = [localise.display_rewards(r, head) for r in results]
-scale = max(abs(v) for vs in values for v in vs) or 1.0
+changed_text, span, kind = perturb(task["answer"], random.Random(0), "operator")
+traces = [{"text": task["answer"], "span": None}, {"text": changed_text, "span": span}]
+expert, perturbed = localise.score_traces(policy, tokenizer, reward_model, task["question"], traces)
+scale = max(abs(v) for trace in (expert, perturbed) for v in trace["scores"]) or 1.0
 console.print(f"\n[bold]question:[/] {task['question']}")
-viz.print_trace(results[0]["tokens"], values[0], console, title="expert trace", scale=scale)
-mark = token_span(results[1]["tokens"], changed, span)
-viz.print_trace(results[1]["tokens"], values[1], console, mark=mark, scale=scale,
+viz.print_trace(expert["tokens"], expert["scores"], console, title="expert trace", scale=scale)
+mark = perturbed["mark"]
+viz.print_trace(perturbed["tokens"], perturbed["scores"], console, mark=mark, scale=scale,
                 title=f"perturbed expert ({kind}); marked: the change")
 if mark is not None:
-    scores = values[1][:-1]  # the EOS is never blamed
+    scores = perturbed["scores"][:-1]  # the EOS is never blamed
     lowest_hit = localise.hit_at_k(localise.lowest(scores), mark, 1)
     first_hit = localise.hit_at_k(localise.first_below(scores, -1.0), mark, 1)
     print(f"lowest-reward token inside the change: {'yes' if lowest_hit else 'no'}; "
@@ -89,20 +80,15 @@ if mark is not None:
 # Perturb the first n held-out expert traces by a random rule each. For every score, rank the tokens (EOS left
 # out) two ways: `lowest` (lowest score first, the paper's rule) and `first` (the tokens below a threshold tau in
 # reading order: a wrong step result makes the later steps that use it look wrong too, so the *first* bad token
-# is the better guess). tau is chosen on one half of the traces and used on the other (`localise.cross_fit`).
-# Hit@1: the first-ranked token is inside the change; Hit@3: one of the first three. Chance = a uniform token.
+# is the better guess). tau is chosen on one half of the traces and used on the other (`localise.cross_fit`; the
+# table shows the tau of each half). Hit@1: the first-ranked token is inside the change (95 % bootstrap interval);
+# Hit@3: one of the first three; Step@1: the line picked (lowest mean score, or holding the first flagged token)
+# overlaps it. Chance = a uniform token. "reward f - log pi" is what PPO was paid per token (the `airl` form, M2).
 # The paper (M8): dense token reward 62 %, policy log-prob 26 %, chance 12 %.
 figures = localise.localisation(policy, tokenizer, reward_model, test, pick(100, 6), cfg.max_new_tokens, seed=0,
                                 own_samples=False)["perturbed"]
-table = Table(title=f"error localisation on {figures['n']} perturbed held-out expert traces")
-for column in ("score", "rule", "Hit@1", "Hit@3"):
-    table.add_column(column, justify="left" if column in ("score", "rule") else "right")
-for key, label in [("reward", "reward f"), ("reward_minus_logprob", "reward f - log pi (paid to PPO)"),
-                   ("policy_logprob", "policy log-prob"), ("chance", "chance")]:
-    for rule, name in [("lowest", key), ("first < tau", f"{key}_first")] if key != "chance" else [("uniform", key)]:
-        if name in figures["hit@1"]:
-            table.add_row(label, rule, f"{figures['hit@1'][name]:.2f}", f"{figures['hit@3'][name]:.2f}")
-console.print(table)
+title = f"error localisation on {figures['n']} perturbed held-out expert traces"
+console.print(viz.localisation_table(figures, title))  # the table `minirl inspect --localisation` prints
 for kind, row in figures["by_kind"].items():
     print(f"Hit@1 on {kind:>8} perturbations (n={row['n']}): reward lowest {row['reward']:.2f}, "
           f"first {row.get('reward_first', float('nan')):.2f}; log-prob lowest {row['policy_logprob']:.2f}, "
