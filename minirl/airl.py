@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minirl.config import TrainConfig
+from minirl.config import TrainConfig, UserError
 from minirl.data import format_prompt, perturb
 from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, token_logprobs
-from minirl.rollout import Batch, encode, sample_answers
+from minirl.rollout import Batch, make_batch, sample_answers, text_ids
 from minirl.runs import Run
 
 
@@ -47,13 +47,14 @@ def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
 def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_expert: torch.Tensor,
                        label_smoothing: float = 0.1) -> torch.Tensor:
     """M2: token-level BCE on response tokens, per-sequence length-normalised, targets
-    1 - s/2 (expert) and s/2 (policy), the two classes weighted equally.
-    logits, response_mask: [B, T]; is_expert: [B] bool."""
+    1 - s/2 (expert) and s/2 (policy), the two classes weighted equally (a batch holding one class only
+    is that class's mean, never NaN). logits, response_mask: [B, T]; is_expert: [B] bool."""
     mask = response_mask.float()
     target = torch.where(is_expert, 1 - label_smoothing / 2, label_smoothing / 2)[:, None].expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # [B, T]
     per_seq = (bce * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
-    return 0.5 * per_seq[is_expert].mean() + 0.5 * per_seq[~is_expert].mean()
+    class_means = [per_seq[rows].mean() for rows in (is_expert, ~is_expert) if rows.any()]
+    return sum(class_means) / len(class_means)
 
 
 @torch.no_grad()
@@ -83,13 +84,14 @@ def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_lo
     return r * batch.response_mask
 
 
-def negatives(expert_tasks: list[dict], samples: list[tuple[str, str]], k_perturbed: int,
-              rng: random.Random) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Negative (question, response) pairs (M3): the policy's samples, except any identical
-    to an expert trace of the same question (M9: they made the loss stall at log 2); and
-    `k_perturbed` corrupted copies of each expert trace. Returns (policy, perturbed)."""
+def negatives(expert_tasks: list[dict], samples: list[tuple], k_perturbed: int,
+              rng: random.Random) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """Negatives (M3): the policy's samples, except any identical to an expert trace of the same question
+    (M9: they made the loss stall at log 2); and `k_perturbed` corrupted copies of each expert trace.
+    A sample is (question, response text) or (question, text, (prompt ids, response ids)): with ids, the
+    discriminator sees exactly the sampled tokens. Returns (policy samples, perturbed (question, text) pairs)."""
     expert = {t["question"]: t["answer"].strip() for t in expert_tasks}
-    policy = [(q, r) for q, r in samples if expert.get(q) != r.strip()]
+    policy = [s for s in samples if expert.get(s[0]) != s[1].strip()]
     perturbed = []
     for t in expert_tasks:
         for _ in range(k_perturbed):
@@ -99,15 +101,33 @@ def negatives(expert_tasks: list[dict], samples: list[tuple[str, str]], k_pertur
     return policy, perturbed
 
 
+def sampled(batch: Batch, tokenizer, questions: list[str]) -> list[tuple[str, str, tuple[list[int], list[int]]]]:
+    """The rows of a sampled batch as discriminator samples: (question, text, (prompt ids, response ids))."""
+    return list(zip(questions, batch.texts(tokenizer), batch.token_ids()))
+
+
+def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tuple],
+                        perturbed_pairs: list[tuple[str, str]]) -> tuple[Batch, list[str]]:
+    """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
+    batch, with the source of every row."""
+    def ids(question: str, response: str) -> tuple[list[int], list[int]]:
+        return text_ids(tokenizer, format_prompt(question, tokenizer), response)
+
+    rows = ([ids(t["question"], t["answer"]) for t in experts]
+            + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples]
+            + [ids(q, r) for q, r in perturbed_pairs])
+    source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed_pairs)
+    return make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id), source
+
+
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
-                       experts: list[dict], policy_pairs: list[tuple[str, str]], perturbed_pairs: list[tuple[str, str]],
+                       experts: list[dict], policy_samples: list[tuple], perturbed_pairs: list[tuple[str, str]],
                        form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0) -> dict[str, float]:
     """One optimiser step of the discriminator on experts (label 1) vs the policy's samples
     and perturbed experts (label 0); returns the loss and per-source diagnostics."""
     device = next(reward_model.parameters()).device
-    pairs = [(t["question"], t["answer"]) for t in experts] + policy_pairs + perturbed_pairs
-    source = ["expert"] * len(experts) + ["policy"] * len(policy_pairs) + ["perturbed"] * len(perturbed_pairs)
-    batch = encode(tokenizer, [format_prompt(q, tokenizer) for q, _ in pairs], [r for _, r in pairs]).to(device)
+    batch, source = discriminator_batch(tokenizer, experts, policy_samples, perturbed_pairs)
+    batch = batch.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
     policy_logp = None
     if form == "airl":
@@ -118,9 +138,10 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
     loss = discriminator_loss(logits, batch.response_mask, is_expert, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
-    return {"disc_loss": loss.item(), **discriminator_stats(logits.detach(), batch.response_mask, source)}
+    return {"disc_loss": loss.item(), "disc_grad_norm": grad_norm.item(),
+            **discriminator_stats(logits.detach(), batch.response_mask, source)}
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
@@ -141,10 +162,13 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     questions = [t["question"] for t in demos[: cfg.warmup_pool]]
-    pool = [(questions[i], response) for rows, batch in sample_answers(
-        policy, tokenizer, questions, 4, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
-        for i, response in zip(rows, batch.texts(tokenizer))]
+    pool = [sample for rows, batch in sample_answers(policy, tokenizer, questions, 4, cfg.max_new_tokens,
+                                                    cfg.temperature, cfg.top_p)
+            for sample in sampled(batch, tokenizer, [questions[i] for i in rows])]
     own_samples, _ = negatives(demos, pool, 0, rng)
+    if not own_samples and cfg.perturbed_per_expert == 0:
+        raise UserError("discriminator warm-up: every sample equals its demonstration and --perturbed-per-expert "
+                        "is 0, so there is nothing to contrast the experts with; give --perturbed-per-expert 1")
     for step in run.progress(range(cfg.disc_warmup), "discriminator warm-up"):
         experts = rng.sample(demos, cfg.disc_batch)
         _, perturbed = negatives(experts, [], cfg.perturbed_per_expert, rng)

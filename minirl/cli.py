@@ -101,14 +101,14 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
     import torch
 
     from minirl import runs
-    from minirl.data import load_gsm8k
+    from minirl.data import load_gsm8k, load_tasks
     from minirl.rerank import sample_and_score
 
     policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
     if reward_model is None:
         err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
     cfg = config_from(config)
-    tasks = load_gsm8k(data) if data else runs.load_data(cfg)["test"]
+    tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
     torch.manual_seed(seed)
     return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
                             reward_model, cfg.temperature, cfg.top_p)
@@ -200,12 +200,11 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
 
 
 def held_out_tasks(run: str, config: dict) -> list[dict]:
-    from minirl import runs
-    from minirl.data import DataError
+    from minirl.data import DataError, load_tasks
 
     if not config:
         raise DataError(f"{run}: no config.json, so its held-out data is unknown; give --text instead")
-    return runs.load_data(config_from(config))["test"]
+    return load_tasks(config_from(config))["test"]
 
 
 def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:

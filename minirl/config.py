@@ -117,3 +117,51 @@ def config_from(saved: dict) -> TrainConfig:
     """A run's TrainConfig from its config.json, ignoring keys this version does not know."""
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+# ---------------------------------------------------------------- validation, before any work starts
+
+CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESETS), "size": ("tiny", "micro"),
+           "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
+           "leave_out": ("", "half_as_many", "gives_away", "times_as_many", "how_many_more", "forgot_last_step")}
+AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
+                "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
+                "n_corpus", "disc_batch", "warmup_pool")
+NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip", "target_kl")
+INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
+             "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
+             "misconception_rate": "[0, 1]"}
+
+
+def check(cfg: TrainConfig) -> TrainConfig:
+    """Refuse, in one line, any setting that cannot work; returns `cfg` unchanged."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {', '.join(map(str, allowed))}")
+    for name in AT_LEAST_ONE:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
+    for name in NOT_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
+    for name, interval in INTERVALS.items():
+        if not inside(getattr(cfg, name), interval):
+            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
+    if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
+        raise UserError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
+                        "D <= 0.5, below the expert target (M2)")
+    if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
+        raise UserError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
+    return cfg
+
+
+def inside(value: float, interval: str) -> bool:
+    """Is `value` in an interval written like "(0, 1]"? NaN never is."""
+    lo, hi = (float(x) for x in interval[1:-1].split(","))
+    above = value > lo if interval[0] == "(" else value >= lo
+    below = value < hi if interval[-1] == ")" else value <= hi
+    return above and below
+
+
+def dashed(name: str) -> str:
+    return name.replace("_", "-")

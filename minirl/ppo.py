@@ -53,28 +53,51 @@ def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tens
     return adv, (adv + values) * mask
 
 
-def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
-                     gamma: float = 0.9) -> torch.Tensor:
-    """The paper's critic-free estimator (M4). Rows come in groups of `group_size` samples
-    of one prompt. With trace reward R_i = sum_t r_it and the group's mean mu and std sd,
-    r~_it = (r_it - mu / T_i) / sd, so that sum_t r~_it = (R_i - mu) / sd; then the
-    discounted reward-to-go A_t = sum_{k>=t} gamma^(k-t) r~_k. When a group's trace rewards
-    tie (sd = 0) it is centred but not divided. [B, T] -> [B, T]"""
+def discounted_to_go(x: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """A_t = sum_{k>=t} gamma^(k-t) x_k over response tokens (M4). [B, T] -> [B, T]"""
+    out = torch.zeros_like(x)
+    running = torch.zeros_like(x[:, 0])  # [B]
+    for t in reversed(range(x.shape[1])):
+        running = x[:, t] + gamma * running * mask[:, t]
+        out[:, t] = running * mask[:, t]
+    return out
+
+
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, gamma: float = 0.9,
+                     baseline: str = "group") -> torch.Tensor:
+    """The paper's critic-free estimator for dense rewards (M4; its code's `_grpo_dense`). Rows come in groups
+    of `group_size` samples of one prompt. Each trace's score is its *mean* token reward s_i; with the group's
+    mean mu and std sd (ddof 1) of those scores every token reward becomes r~_it = (r_it - mu) / (sd + 1e-4),
+    and the advantage is the discounted reward-to-go A_t = sum_{k>=t} gamma^(k-t) r~_k.
+    One departure: a group whose scores tie (sd <= 1e-6 (1 + |mu|), e.g. G identical samples, which differ
+    only by float noise) is centred but not divided, where the paper's 1e-4 would multiply its within-trace
+    differences by 10^4 and let that group swamp the batch.
+    `baseline="loo"` is the paper's leave-one-out variant (`_prime_dense`): r~_it = r_it - the mean score of
+    the *other* traces of the group, not divided.
+    What is left of the trace length: a trace whose token rewards all equal mu gets 0 whatever its length, but
+    a constant offset c = r - mu adds up over the tokens to go (c (T - t) at gamma = 1, at most c / (1 - gamma)
+    otherwise): at gamma near 1 a longer trace gets a larger advantage of the same sign. [B, T] -> [B, T]"""
     mask = mask.float()
-    B, T = rewards.shape
-    trace = (rewards * mask).sum(1).view(-1, group_size)  # [B/G, G]
-    mu = trace.mean(1, keepdim=True).expand(-1, group_size).reshape(B, 1)
-    sd = trace.std(1, keepdim=True) if group_size > 1 else torch.ones_like(trace[:, :1])
-    sd = sd.expand(-1, group_size).reshape(B, 1)
-    length = mask.sum(1, keepdim=True).clamp(min=1)
-    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a group whose traces tie is not rescaled
-    normed = (rewards - mu / length) / sd * mask
-    adv = torch.zeros_like(normed)
-    running = torch.zeros_like(normed[:, 0])
-    for t in reversed(range(T)):
-        running = normed[:, t] + gamma * running * mask[:, t]
-        adv[:, t] = running * mask[:, t]
-    return adv
+    B = rewards.shape[0]
+    scores = ((rewards * mask).sum(1) / mask.sum(1).clamp(min=1)).view(-1, group_size)  # [B/G, G] mean reward
+    if baseline == "loo":  # ALGO LOGIC: the baseline each token reward is compared with
+        others = (scores.sum(1, keepdim=True) - scores) / max(group_size - 1, 1)  # [B/G, G]
+        normed = (rewards - others.reshape(B, 1)) * mask
+    else:
+        mu = scores.mean(1, keepdim=True)  # [B/G, 1]
+        sd = scores.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(mu)
+        scale = torch.where(sd > 1e-6 * (1 + mu.abs()), sd + 1e-4, torch.ones_like(sd))  # ties: not divided
+        normed = (rewards - mu.repeat_interleave(group_size, 0)) / scale.repeat_interleave(group_size, 0) * mask
+    return discounted_to_go(normed, mask, gamma)
+
+
+def outcome_advantages(trace_rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """GRPO for one reward per trace (M6; the paper's `_grpo_sparse`): A_i = (R_i - mu) / (sd + 1e-4) with the
+    group's mean and std (ddof 0) of R, the same at every response token, so the trace length plays no part.
+    trace_rewards [B], mask [B, T] -> [B, T]"""
+    grouped = trace_rewards.view(-1, group_size)  # [B/G, G]
+    adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True, unbiased=False) + 1e-4)
+    return adv.reshape(-1, 1) * mask.float()
 
 
 # ---------------------------------------------------------------- 2. the loss

@@ -38,6 +38,13 @@ class Batch:
         index = torch.as_tensor(index, device=self.input_ids.device)
         return Batch(self.input_ids[index], self.attention_mask[index], self.response_mask[index], self.prompt_len)
 
+    def token_ids(self) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) of every row with the padding dropped: exactly the tokens sampled (a
+        truncated response has no EOS), ready for `make_batch`."""
+        ids, attn, resp = self.input_ids.cpu(), self.attention_mask.cpu().bool(), self.response_mask.cpu().bool()
+        P = self.prompt_len
+        return [(row[:P][a[:P]].tolist(), row[P:][r[P:]].tolist()) for row, a, r in zip(ids, attn, resp)]
+
     def texts(self, tokenizer) -> list[str]:
         """The response text of each row (EOS and padding dropped)."""
         rows = [ids[m.bool()] for ids, m in zip(self.input_ids.cpu(), self.response_mask.cpu())]
@@ -71,15 +78,19 @@ def make_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_i
     return Batch(torch.tensor(rows), torch.tensor(attn), torch.tensor(resp), P)
 
 
+def text_ids(tokenizer, prompt: str, response: str | None = None) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of a text pair, tokenized separately and EOS appended to the (complete)
+    response, exactly as sampling produces them: the two paths see the same token ids."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    if response is None:
+        return prompt_ids, []
+    return prompt_ids, tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
 def encode(tokenizer, prompts: list[str], responses: list[str] | None = None) -> Batch:
-    """Tokenize prompts and (complete) responses separately, EOS appended to each response,
-    exactly as sampling produces them: the two paths see the same token ids."""
-    prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    if responses is None:
-        response_ids = [[] for _ in prompts]
-    else:
-        response_ids = [tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for r in responses]
-    return make_batch(prompt_ids, response_ids, tokenizer.pad_token_id)
+    """A batch of prompts and, when given, complete responses (see `text_ids`)."""
+    pairs = [text_ids(tokenizer, p, None if responses is None else responses[i]) for i, p in enumerate(prompts)]
+    return make_batch([p for p, _ in pairs], [r for _, r in pairs], tokenizer.pad_token_id)
 
 
 def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -79,6 +79,27 @@ def config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def code_hash() -> str:
+    """A short hash of minirl's own source: a run trained by other code is not the same run (a student who
+    edits one line of the PPO loss must see new numbers, not a reused folder)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(minirl.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
+    """What differs between the run in `folder` and `cfg` (settings, minirl version, and with `code` the source),
+    "" when nothing does."""
+    old = saved_config(folder)
+    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old.get(k) != v]
+    if changed:
+        return ", ".join(f"{k} {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
+    if old.get("config_hash") != config_hash(cfg):
+        return f"minirl version {old.get('minirl_version')} -> {minirl.__version__}"
+    return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
+
+
 def saved_config(folder: Path) -> dict:
     path = folder / "config.json"
     try:
@@ -87,15 +108,12 @@ def saved_config(folder: Path) -> dict:
         raise RunError(f"{path}: unreadable or not JSON; --overwrite replaces the run") from None
 
 
-def check_reusable(folder: Path, cfg: TrainConfig) -> None:
-    """Refuse to mix runs: a folder holding a run under other settings (or a finished one) is never reused
-    silently. --resume continues the same settings; --overwrite starts again."""
+def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
+    """Refuse to mix runs: a folder holding a run under other settings or code (or a finished one) is never
+    reused silently. --resume continues the same settings; --overwrite starts again."""
     if not (folder / "config.json").exists() or cfg.overwrite:
         return
-    old = saved_config(folder)
-    if old.get("config_hash") != config_hash(cfg):
-        changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old.get(k) != v]
-        what = ", ".join(f"{k} {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed[:4]) or "the minirl version"
+    if what := differences(folder, cfg, code):
         raise RunError(f"{folder} holds a run with other settings ({what}); choose another --out or give --overwrite")
     if (folder / "summary.json").exists() and not cfg.resume:
         raise RunError(f"{folder} already holds a finished run with these settings; --overwrite trains it again")
@@ -110,7 +128,8 @@ def start(folder: Path, cfg: TrainConfig) -> Run:
         for path in [*(folder / name for name in ARTEFACTS), *folder.glob("checkpoint-*")]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         (folder / "metrics.jsonl").write_text("")
-    record = {**asdict(cfg), "config_hash": config_hash(cfg), "minirl_version": minirl.__version__}
+    record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(),
+              "minirl_version": minirl.__version__}
     write_atomic(folder / "config.json", json.dumps(record, indent=2))
     console.print(f"run folder: [bold]{folder}[/]  ({cfg.algo}, preset {cfg.preset}, seed {cfg.seed})")
     return Run(folder, time.time(), {})
@@ -126,7 +145,7 @@ def write_atomic(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: Run, step: int, best_sampled_acc: float, policy, tokenizer, optimizers: dict,
+def save_checkpoint(run: Run, step: int, best_sampled_acc: float, best_step: int, policy, tokenizer, optimizers: dict,
                     reward_model: RewardModel | None = None, value_head: nn.Module | None = None) -> None:
     """Everything --resume needs, in a new folder checkpoint-<step>/; checkpoint.json is switched to it last,
     by an atomic rename, and only then are older checkpoint folders removed."""
@@ -141,18 +160,19 @@ def save_checkpoint(run: Run, step: int, best_sampled_acc: float, policy, tokeni
     torch.save({k: o.state_dict() for k, o in optimizers.items()}, ckpt / "optim.pt")
     n_logged = len((run.folder / "metrics.jsonl").read_text().splitlines())
     write_atomic(run.folder / "checkpoint.json", json.dumps(
-        {"folder": name, "step": step, "best_sampled_acc": best_sampled_acc, "metrics_lines": n_logged}))
+        {"folder": name, "step": step, "best_sampled_acc": best_sampled_acc, "best_step": best_step,
+         "metrics_lines": n_logged}))
     for old in run.folder.glob("checkpoint-*"):
         if old.name != name:
             shutil.rmtree(old)
 
 
 def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=None,
-           value_head=None) -> tuple[int, float]:
+           value_head=None) -> tuple[int, float, int]:
     """Load the latest checkpoint into the live objects; returns (step to continue from, best sampled accuracy
-    so far). metrics.jsonl is cut back to what was logged at that checkpoint."""
+    so far, its step). metrics.jsonl is cut back to what was logged at that checkpoint."""
     if not cfg.resume:
-        return 0, -1.0
+        return 0, -1.0, 0
     if cfg.lora_rank > 0:
         raise RunError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
     try:
@@ -171,7 +191,7 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
     lines = (run.folder / "metrics.jsonl").read_text().splitlines()[: state["metrics_lines"]]
     (run.folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     console.print(f"resuming from step {state['step']}")
-    return state["step"], state["best_sampled_acc"]
+    return state["step"], state["best_sampled_acc"], state["best_step"]
 
 
 def write_summary(run: Run, summary: dict) -> dict:

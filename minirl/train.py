@@ -18,12 +18,18 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from minirl import runs
-from minirl.airl import discriminator_step, make_reward_model, negatives, policy_rewards, warm_up_discriminator
-from minirl.config import TrainConfig, UserError, from_preset
+from minirl.airl import (
+    discriminator_step,
+    make_reward_model,
+    negatives,
+    policy_rewards,
+    sampled,
+    warm_up_discriminator,
+)
+from minirl.config import TrainConfig, check, from_preset
 from minirl.data import format_prompt, is_correct, load_tasks
 from minirl.models import (
     frozen_copy,
@@ -35,15 +41,15 @@ from minirl.models import (
     save_lm,
     token_logprobs,
 )
-from minirl.ppo import Rollout, gae_advantages, group_advantages, ppo_update, whiten
+from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, whiten
 from minirl.rerank import evaluate
 from minirl.rollout import Batch, encode, in_chunks, sample
+from minirl.viz import summary_table
 
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by `cfg`; returns the summary."""
-    if cfg.algo not in ("pretrain", "sft", "airl", "outcome"):
-        raise UserError(f"unknown algo {cfg.algo!r}; choose pretrain, sft, airl or outcome")
+    check(cfg)
     if cfg.algo != "pretrain" and cfg.preset == "tiny" and not cfg.init:
         cfg = replace(cfg, init=ensure_base_policy(cfg))
     run = runs.start(Path(cfg.out) if cfg.out else default_out(cfg), cfg)
@@ -70,28 +76,29 @@ def ensure_base_policy(cfg: TrainConfig) -> str:
                        misconception_rate=cfg.misconception_rate)
     folder = default_out(base)
     if (folder / "summary.json").exists():
-        runs.check_reusable(folder, replace(base, resume=True))  # same settings, or one clear line
+        runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
         return str(folder)
     runs.console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
     train(replace(base, out=str(folder)))
     return str(folder)
 
 
-def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, policy, tokenizer,
-                           test: list[dict], reward_model=None) -> float:
+def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, best_step: int, policy,
+                           tokenizer, test: list[dict], reward_model=None) -> tuple[float, int]:
     """Held-out evaluation on `eval_questions`; the policy is saved to policy/ when it beats `best_acc`
-    (M9: AIRL can decay after its peak). Returns the best accuracy so far."""
+    (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step."""
     figures = evaluate(cfg, policy, tokenizer, test[: cfg.eval_questions], reward_model)
     if figures["sampled_acc"] > best_acc:
-        best_acc = figures["sampled_acc"]
+        best_acc, best_step = figures["sampled_acc"], step
         save_lm(policy, tokenizer, run.folder / "policy")
-    run.log({"eval_step": step, **figures, "best_sampled_acc": best_acc})
+    run.log({"eval_step": step, **figures, "best_sampled_acc": best_acc, "best_step": best_step})
     runs.console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
-    return best_acc
+    return best_acc, best_step
 
 
-def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict], reward_model=None) -> dict:
-    """Final evaluation of the best checkpoint on `final_questions`; summary.json and a table."""
+def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict], reward_model=None,
+           best_step: int | None = None) -> dict:
+    """Final evaluation of the best checkpoint (step `best_step`) on `final_questions`; summary.json, a table."""
     if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
         device, dtype = pick_device()
         policy = load_lm(str(run.folder / "policy"), dtype=dtype)[0].to(device)
@@ -101,14 +108,11 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
         reward_model.save(run.folder / "reward", tokenizer)
     figures = evaluate(cfg, policy, tokenizer, test[: cfg.final_questions], reward_model,
                        run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
-    summary = runs.write_summary(run, figures)
-    table = Table(title=f"{cfg.algo} · {run.folder}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for k, v in summary.items():
-        if not isinstance(v, dict):
-            table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(table)
+    summary = runs.write_summary(run, {**figures, "best_step": best_step})
+    Console().print(summary_table(summary, f"{cfg.algo} · {run.folder}"))
+    if best_step == 0 and cfg.steps > 0:
+        runs.console.print("[yellow]training never beat the starting policy on the held-out evaluation: policy/ "
+                           "is the starting policy (step 0)[/]")
     return summary
 
 
@@ -127,7 +131,7 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
     optimizers = {"policy": optimizer, "schedule": schedule}
-    start, best_acc = runs.resume(run, cfg, policy, optimizers)
+    start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers)
     prompts = [format_prompt(t["question"], tokenizer) for t in tasks]
     policy.train()
     for step in run.progress(range(start, cfg.steps), "sft" if cfg.algo == "sft" else "pretrain"):
@@ -142,10 +146,11 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         schedule.step()
         run.log({"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            best_acc = evaluate_and_keep_best(cfg, run, step + 1, best_acc, policy, tokenizer, test)
-            runs.save_checkpoint(run, step + 1, best_acc, policy, tokenizer, optimizers)
+            best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
+                                                         tokenizer, test)
+            runs.save_checkpoint(run, step + 1, best_acc, best_step, policy, tokenizer, optimizers)
             policy.train()
-    return finish(cfg, run, policy, tokenizer, test)
+    return finish(cfg, run, policy, tokenizer, test, best_step=best_step)
 
 
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)
@@ -163,13 +168,13 @@ def score_samples(cfg: TrainConfig, policy, value_head, batch: Batch):
 
 
 def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimizer, policy, tokenizer,
-                 demos: list[dict], tasks: list[dict], texts: list[str], batch: Batch,
+                 demos: list[dict], tasks: list[dict], batch: Batch,
                  logp_at_t1: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """M2: one discriminator step on experts vs these samples and perturbed experts (M3), then the per-token
     reward of every sample under the updated discriminator, [B*G, T]."""
     experts = rng.sample(demos, cfg.disc_batch)
-    own_samples, perturbed = negatives(experts, [(t["question"], text) for t, text in zip(tasks, texts)],
-                                       cfg.perturbed_per_expert, rng)
+    own_samples, perturbed = negatives(experts, sampled(batch, tokenizer, [t["question"] for t in tasks]),
+                                       cfg.perturbed_per_expert, rng)  # the sampled ids themselves (M2)
     stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
                                rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                cfg.form, cfg.label_smoothing)
@@ -197,11 +202,25 @@ def kl_to_reference(cfg: TrainConfig, reference, batch: Batch, old_logp: torch.T
 
 
 def estimate_advantages(cfg: TrainConfig, rewards: torch.Tensor, old_values, mask: torch.Tensor):
-    """M4: (advantages, returns); `gae` with the value head's estimates, or the critic-free `group` estimator
-    over each prompt's samples_per_prompt samples (returns None)."""
+    """M4: (advantages, returns); `gae` with the value head's estimates, or critic-free over each prompt's
+    samples_per_prompt samples (returns None): for outcome RL one number per trace (M6), for the dense reward
+    the paper's `group` estimator or its leave-one-out variant `loo`."""
     if cfg.advantage == "gae":
         return gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
-    return group_advantages(rewards, mask, cfg.samples_per_prompt, cfg.gamma), None
+    if cfg.algo == "outcome":
+        return outcome_advantages((rewards * mask).sum(1), mask, cfg.samples_per_prompt), None
+    return group_advantages(rewards, mask, cfg.samples_per_prompt, cfg.gamma, cfg.advantage), None
+
+
+def make_optimizers(cfg: TrainConfig, policy, value_head, reward_model) -> dict:
+    """AdamW for the policy (and value head), its linear decay to 10 %, and AdamW for the reward model."""
+    params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
+    optimizers = {"policy": optimizer, "schedule": schedule}
+    if reward_model is not None:
+        optimizers["disc"] = torch.optim.AdamW(reward_model.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
+    return optimizers
 
 
 def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
@@ -211,19 +230,14 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     demos, rl_tasks, test = data["demos"], data["rl"], data["test"]
     B, G = cfg.prompts_per_iter, cfg.samples_per_prompt
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
-    params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
-    optimizers = {"policy": optimizer, "schedule": schedule}
+    reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
+    optimizers = make_optimizers(cfg, policy, value_head, reward_model)
     reference = frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
-    reward_model = disc_optimizer = None
-    if cfg.algo == "airl":
-        reward_model = make_reward_model(cfg, policy, tokenizer).to(device)
-        optimizers["disc"] = disc_optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.disc_lr,
-                                                                weight_decay=0.0)
-    start, best_acc = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)
-    if reward_model is not None and start == 0:
-        warm_up_discriminator(cfg, run, reward_model, disc_optimizer, policy, tokenizer, demos)
+    start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)
+    if start == 0:  # the starting policy is a candidate too: training must beat it to replace it
+        best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer, test)
+        if reward_model is not None:
+            warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, demos)
 
     for it in run.progress(range(start, cfg.steps), cfg.algo):
         torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
@@ -241,8 +255,8 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         # 2. reward: the learned dense reward (M2) or the outcome (M6), minus the KL penalty (M4)
         old_logp, old_values, logp_at_t1 = score_samples(cfg, policy, value_head, batch)
         if reward_model is not None:  # ALGO LOGIC: what the policy is paid
-            rewards, stats = airl_rewards(cfg, rng, reward_model, disc_optimizer, policy, tokenizer, demos, tasks,
-                                          texts, batch, logp_at_t1)
+            rewards, stats = airl_rewards(cfg, rng, reward_model, optimizers["disc"], policy, tokenizer, demos,
+                                          tasks, batch, logp_at_t1)
         else:
             rewards, stats = outcome_rewards(batch, texts, tasks), {}
         mask = batch.response_mask.float()
@@ -257,15 +271,17 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         advantages, returns = estimate_advantages(cfg, rewards, old_values, mask)
         rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
         policy.train()
-        stats.update(ppo_update(policy, value_head, optimizer, rollout, cfg.ppo_epochs, cfg.minibatch_size,
-                                cfg.temperature, cfg.clip, target_kl=cfg.target_kl))
-        schedule.step()
+        stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs,
+                                cfg.minibatch_size, cfg.temperature, cfg.clip, target_kl=cfg.target_kl))
+        optimizers["schedule"].step()
         t3 = time.perf_counter()
 
         train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)
         run.log({**stats, "iter": it + 1, "train_acc": train_acc, "response_len": mask.sum(1).mean().item(),
                  "s_sample": t1 - t0, "s_score": t2 - t1, "s_update": t3 - t2})
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:
-            best_acc = evaluate_and_keep_best(cfg, run, it + 1, best_acc, policy, tokenizer, test, reward_model)
-            runs.save_checkpoint(run, it + 1, best_acc, policy, tokenizer, optimizers, reward_model, value_head)
-    return finish(cfg, run, policy, tokenizer, test, reward_model)
+            best_acc, best_step = evaluate_and_keep_best(cfg, run, it + 1, best_acc, best_step, policy, tokenizer,
+                                                         test, reward_model)
+            runs.save_checkpoint(run, it + 1, best_acc, best_step, policy, tokenizer, optimizers, reward_model,
+                                 value_head)
+    return finish(cfg, run, policy, tokenizer, test, reward_model, best_step)

@@ -230,15 +230,15 @@ def test_strip_calculator_keeps_the_solution_readable() -> None:
 
 def test_gsm8k_runs_strip_annotations_unless_asked(tmp_path: Path) -> None:
     from minirl.config import TrainConfig
-    from minirl.data import load_tasks as load_data
+    from minirl.data import load_tasks
 
     path = tmp_path / "g.jsonl"
     path.write_text("".join(f'{{"question": "q{i}", "answer": "2*{i} = <<2*{i}={2 * i}>>{2 * i}\\n#### {2 * i}"}}\n'
                             for i in range(6)), encoding="utf-8")
-    stripped = load_data(TrainConfig(data=str(path), n_demos=2, final_questions=2))
+    stripped = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2))
     assert all("<<" not in t["answer"] for part in ("demos", "rl", "test") for t in stripped[part])
     assert len(stripped["test"]) == 2 and is_correct(stripped["test"][0]["answer"], stripped["test"][0]["answer"])
-    kept = load_data(TrainConfig(data=str(path), n_demos=2, final_questions=2, calculator_annotations=True))
+    kept = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2, calculator_annotations=True))
     assert all("<<" in t["answer"] for t in kept["demos"] + kept["test"])
 
 

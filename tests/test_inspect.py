@@ -132,9 +132,9 @@ def test_chance_hit_at_k() -> None:
 
 @pytest.fixture(scope="module")
 def test_questions(run_dir: Path) -> list[dict]:
-    from minirl.runs import load_data
+    from minirl.data import load_tasks
 
-    return load_data(TrainConfig(**json.loads((run_dir / "config.json").read_text())))["test"]
+    return load_tasks(TrainConfig(**json.loads((run_dir / "config.json").read_text())))["test"]
 
 
 def invoke(*args: str):

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 
 from minirl.models import build_tokenizer, lm_forward, token_logprobs
-from minirl.ppo import Rollout, gae_advantages, group_advantages, masked_mean, ppo_loss, ppo_update, value_loss, whiten
+from minirl.ppo import (
+    Rollout,
+    gae_advantages,
+    group_advantages,
+    masked_mean,
+    outcome_advantages,
+    ppo_loss,
+    ppo_update,
+    value_loss,
+    whiten,
+)
 from minirl.rollout import Batch, encode, first_eos_mask, make_batch, sample
 
 # prompts of three different token lengths
@@ -126,7 +136,7 @@ def test_gae_masked_positions_do_not_leak() -> None:
 
 # ---------------------------------------------------------------- group advantages (critic-free)
 
-SD = math.sqrt(2.0)  # torch's unbiased std of the trace rewards [2, 0]: sqrt(((2-1)^2 + (0-1)^2) / 1)
+D = math.sqrt(0.5) + 1e-4  # scores (mean token rewards) [1, 0]: mu = 0.5, sd (ddof 1) = sqrt(0.5); divisor sd + 1e-4
 
 
 def _group_case():
@@ -139,21 +149,54 @@ def _group_case():
 def test_group_advantages_gamma_one() -> None:
     rewards, mask = _group_case()
     adv = group_advantages(rewards, mask, group_size=2, gamma=1.0)
-    # R = [2, 0], mu = 1, sd = sqrt(2);  normed row 0 = (1 - 1/2)/sd each, row 1 = (0 - 1/4)/sd each
-    # reward-to-go, gamma 1:  row 0 = [1, 0.5]/sd;  row 1 = [-1, -0.75, -0.5, -0.25]/sd
-    assert adv[0].tolist() == pytest.approx([1 / SD, 0.5 / SD, 0.0, 0.0], rel=1e-5)
-    assert adv[1].tolist() == pytest.approx([-1 / SD, -0.75 / SD, -0.5 / SD, -0.25 / SD], rel=1e-5)
-    # identity: with gamma 1 the advantage at the first token is sum_t normed = (R - mu) / sd
-    assert adv[:, 0].tolist() == pytest.approx([(2 - 1) / SD, (0 - 1) / SD], rel=1e-5)
+    # normed row 0 = (1 - 0.5)/D each, row 1 = (0 - 0.5)/D each; reward-to-go with gamma 1
+    assert adv[0].tolist() == pytest.approx([1.0 / D, 0.5 / D, 0.0, 0.0], rel=1e-5)
+    assert adv[1].tolist() == pytest.approx([-2.0 / D, -1.5 / D, -1.0 / D, -0.5 / D], rel=1e-5)
 
 
 def test_group_advantages_gamma_point_nine() -> None:
     rewards, mask = _group_case()
     adv = group_advantages(rewards, mask, group_size=2, gamma=0.9)
-    # row 0: A_1 = 0.5/sd;  A_0 = 0.5/sd + 0.9 * 0.5/sd = 0.95/sd
-    assert adv[0].tolist() == pytest.approx([0.95 / SD, 0.5 / SD, 0.0, 0.0], rel=1e-5)
-    # row 1: -0.25, -0.25 - 0.9*0.25 = -0.475, -0.25 - 0.9*0.475 = -0.6775, -0.25 - 0.9*0.6775 = -0.85975 (all /sd)
-    assert adv[1].tolist() == pytest.approx([-0.85975 / SD, -0.6775 / SD, -0.475 / SD, -0.25 / SD], rel=1e-5)
+    # row 0: A_1 = 0.5/D;  A_0 = 0.5/D + 0.9 * 0.5/D = 0.95/D
+    assert adv[0].tolist() == pytest.approx([0.95 / D, 0.5 / D, 0.0, 0.0], rel=1e-5)
+    # row 1: -0.5, -0.5 - 0.9*0.5 = -0.95, -0.5 - 0.9*0.95 = -1.355, -0.5 - 0.9*1.355 = -1.7195 (all /D)
+    assert adv[1].tolist() == pytest.approx([-1.7195 / D, -1.355 / D, -0.95 / D, -0.5 / D], rel=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_group_advantages_same_constant_reward_is_zero_whatever_the_length(gamma: float) -> None:
+    # issue 13: the old estimator (trace reward = sum) gave lengths 3 and 4 advantages of -0.71 and +0.71
+    rewards = t([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    mask = t([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert torch.equal(group_advantages(rewards, mask, 2, gamma), torch.zeros(2, 4))
+    # and the same reward paid once at the last token, lengths 3 and 4 (scores 1/3, 1/4: not a tie) is not
+    # what the dense estimator is for: the outcome estimator gives both exactly 0
+    last = t([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert torch.equal(outcome_advantages(t([1.0, 1.0]), mask, 2), torch.zeros(2, 4))
+    assert group_advantages(last, mask, 2, gamma).abs().max() > 0  # the documented length effect
+
+
+def test_group_advantages_near_tie_is_near_zero() -> None:
+    # constant per-token rewards 2 and 2.0000028: sd = 2e-6, (r - mu) = -+1.4e-6, divided by sd + 1e-4
+    rewards = t([[2.0, 2.0, 2.0], [2.0000028, 2.0000028, 2.0000028]])
+    adv = group_advantages(rewards, torch.ones(2, 3), 2, 1.0)
+    assert adv.abs().max().item() < 0.05
+
+
+def test_group_advantages_leave_one_out_hand_values() -> None:
+    # group of 3, 2 tokens each: scores [1, 0, 2]; others' means [1, 1.5, 0.5]
+    rewards = t([[1.0, 1.0], [0.0, 0.0], [1.0, 3.0]])
+    adv = group_advantages(rewards, torch.ones(3, 2), 3, gamma=1.0, baseline="loo")
+    # normed: row 0 [0, 0]; row 1 [-1.5, -1.5]; row 2 [0.5, 2.5]; reward-to-go
+    assert_rows(adv, [[0.0, 0.0], [-3.0, -1.5], [3.0, 2.5]], atol=1e-6)
+
+
+def test_outcome_advantages_hand_values() -> None:
+    # one group of 4: R = [1, 0, 0, 1]: mu = 0.5, sd (ddof 0) = 0.5 -> A = +-1 / (1 + 2e-4) on every response token
+    mask = t([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]])
+    adv = outcome_advantages(t([1.0, 0.0, 0.0, 1.0]), mask, 4)
+    a = 0.5 / (0.5 + 1e-4)
+    assert_rows(adv, [[a, a, 0], [-a, -a, -a], [-a, 0, 0], [a, a, a]], atol=1e-6)
 
 
 def test_group_advantages_ignore_masked_rewards_and_separate_groups() -> None:
@@ -165,9 +208,9 @@ def test_group_advantages_ignore_masked_rewards_and_separate_groups() -> None:
     got = group_advantages(torch.cat([prompt_col + 3.0, noisy], 1), torch.cat([prompt_col, mask], 1), 2, 1.0)
     assert torch.allclose(got[:, 1:], want, rtol=1e-5) and torch.all(got[:, 0] == 0)
     # two groups side by side are normalised separately: the second group is the first scaled by 10,
-    # so its normalised rewards (and advantages) are the same
+    # so its normalised rewards (and advantages) are the same up to the 1e-4 in the divisor (relative 1.3e-4)
     both = group_advantages(torch.cat([rewards, 10 * rewards]), torch.cat([mask, mask]), 2, 1.0)
-    assert torch.allclose(both[:2], want, rtol=1e-5) and torch.allclose(both[2:], want, rtol=1e-4)
+    assert torch.allclose(both[:2], want, rtol=1e-5) and torch.allclose(both[2:], want, rtol=2e-4)
 
 
 def test_group_advantages_group_of_one_is_not_scaled() -> None:

@@ -84,10 +84,10 @@ def test_resume_ends_where_an_uninterrupted_run_ends(base_run, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--algo", "bogus"], "unknown algo"),
+    (["train", "--algo", "bogus"], "--algo 'bogus': choose from"),
     (["train", "--preset", "nope"], "unknown preset"),
     (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], "no such"),
-    (["train", "--leave-out", "bogus", "--algo", "pretrain"], "unknown misconception"),
+    (["train", "--leave-out", "bogus", "--algo", "pretrain"], "--leave-out 'bogus': choose from"),
     (["rerank", "--run", "/nonexistent/run"], "not a minirl run folder"),
 ])
 def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):

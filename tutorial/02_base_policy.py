@@ -14,12 +14,11 @@ Both runs are kept in RUNS (base-tiny, sft-tiny); later steps reuse the base pol
 
 from __future__ import annotations
 
-from _common import FAST, fast_overrides, run_folder, summary
+from _common import FAST, ensure_run, fast_overrides, summary
 from rich.console import Console
 from rich.table import Table
 
 from minirl.config import from_preset
-from minirl.train import train
 
 console = Console()
 
@@ -27,28 +26,19 @@ console = Console()
 # `from_preset("tiny", "pretrain")` = TrainConfig's defaults + the tiny preset's pretrain overrides (600 steps of
 # 64 corpus examples, lr 3e-3). With no `init`, train() fits a small BPE tokenizer on the world's text (every
 # digit its own token) and builds a fresh tiny Llama. The run folder gets policy/, metrics.jsonl, summary.json.
-base_dir = run_folder("pretrain")
-if (base_dir / "summary.json").exists():
-    print(f"reusing the base policy in {base_dir} (delete the folder to pretrain again)")
-    base = summary(base_dir)
-else:
-    cfg = from_preset("tiny", "pretrain", out=str(base_dir), **fast_overrides())
-    print(f"pretraining: {cfg.steps} steps x {cfg.prompts_per_iter} corpus examples, lr {cfg.lr}, "
-          f"misconception rate {cfg.misconception_rate}, model size {cfg.size!r}")
-    base = train(cfg)  # returns the final evaluation of the best checkpoint, also in summary.json
+cfg = from_preset("tiny", "pretrain", **fast_overrides())
+print(f"pretraining: {cfg.steps} steps x {cfg.prompts_per_iter} corpus examples, lr {cfg.lr}, "
+      f"misconception rate {cfg.misconception_rate}, model size {cfg.size!r}")
+base_dir = ensure_run("pretrain")  # train(cfg) into runs/tutorial/base-tiny, unless a run with cfg is there
+base = summary(base_dir)  # the final evaluation of the best checkpoint
 
 # ---------------------------------------------------------------- 2. SFT on the demonstrations (M6)
 # Same loss, other data: the clean expert solutions, starting from the base policy (`init`). This is the
 # baseline AIRL is judged against (M6); in this miniature every misconception has a wording cue that the
 # demonstrations show solved correctly, so SFT is expected to do very well here (M9, third trial).
-sft_dir = run_folder("sft")
-if (sft_dir / "summary.json").exists():
-    print(f"reusing the SFT run in {sft_dir}")
-    sft = summary(sft_dir)
-else:
-    cfg = from_preset("tiny", "sft", init=str(base_dir), out=str(sft_dir), **fast_overrides())
-    print(f"SFT: {cfg.steps} steps x {cfg.prompts_per_iter} demonstrations, lr {cfg.lr}, from {cfg.init}")
-    sft = train(cfg)
+cfg = from_preset("tiny", "sft", init=str(base_dir), **fast_overrides())
+print(f"SFT: {cfg.steps} steps x {cfg.prompts_per_iter} demonstrations, lr {cfg.lr}, from {cfg.init}")
+sft = summary(ensure_run("sft"))
 
 # ---------------------------------------------------------------- 3. side by side
 # All figures are on the same held-out problems, k samples each at T = 1 (M5, M7):

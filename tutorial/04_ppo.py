@@ -23,12 +23,14 @@ what happens to clip_frac and approx_kl, and to the accuracy, then rerun.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, summary
 from rich.console import Console
 from rich.table import Table
 
-from minirl.config import TrainConfig, from_preset
+from minirl import runs
+from minirl.config import from_preset
 from minirl.train import train
 
 CHANGES: dict = {}  # the exercise: e.g. {"clip": 0.05}; any TrainConfig field
@@ -37,11 +39,15 @@ console = Console()
 # ---------------------------------------------------------------- 1. the run
 base_dir = ensure_run("pretrain")
 out = run_folder("airl") if not CHANGES else RUNS / ("airl-tiny-" + "-".join(f"{k}{v}" for k, v in CHANGES.items()))
-if (out / "summary.json").exists():  # a finished run: show the settings it was trained with
-    print(f"reusing the finished run in {out} (delete it to train again)")
-    cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+cfg = from_preset("tiny", "airl", init=str(base_dir), out=str(out), **{**fast_overrides(), **CHANGES})
+# A finished run is reused only when it was trained with these settings *and* this code: edit a line of
+# minirl/ppo.py and the run is trained again, so you see the numbers of your change.
+changed = runs.differences(out, cfg) if (out / "config.json").exists() else "no run yet"
+if (out / "summary.json").exists() and not changed:
+    print(f"reusing the finished run in {out} (same settings and code)")
 else:
-    cfg = from_preset("tiny", "airl", init=str(base_dir), out=str(out), **{**fast_overrides(), **CHANGES})
+    print(f"training {out} ({changed})")
+    cfg = replace(cfg, overwrite=True)
 print(f"AIRL from {cfg.init}: {cfg.steps} iterations x {cfg.prompts_per_iter} prompts x {cfg.samples_per_prompt} "
       f"samples; PPO clip {cfg.clip}, {cfg.ppo_epochs} epochs, minibatch {cfg.minibatch_size}, lr {cfg.lr}, "
       f"advantage {cfg.advantage!r} (gamma {cfg.gamma}), KL beta {cfg.kl_beta}")
@@ -49,7 +55,7 @@ print(f"discriminator: {cfg.head!r} head, {cfg.form!r} form, lr {cfg.disc_lr}, {
       f"{cfg.disc_batch} experts per step, reward clip {cfg.reward_clip}")
 # train() keeps the best policy by held-out sampled accuracy (M9: AIRL decays after its peak) and returns the
 # final evaluation of it, also written to summary.json.
-result = summary(out) if (out / "summary.json").exists() else train(cfg)
+result = train(cfg) if cfg.overwrite else summary(out)
 
 # ---------------------------------------------------------------- 2. what the loop logged
 # metrics.jsonl holds one JSON object per warm-up step, per iteration and per evaluation. Healthy AIRL here

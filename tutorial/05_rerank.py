@@ -24,7 +24,8 @@ from _common import ensure_run, pick
 from rich.console import Console
 
 from minirl import rerank, runs, viz
-from minirl.config import TrainConfig
+from minirl.config import config_from
+from minirl.data import load_tasks
 
 N, QUESTIONS = pick(16, 4), pick(100, 4)
 console = Console()
@@ -34,8 +35,8 @@ console = Console()
 # rewards. Everything after this is arithmetic on the records (`rerank_table`), no model needed.
 airl_dir = ensure_run("airl")
 policy, tokenizer, reward_model, config = runs.load_run(airl_dir)
-cfg = TrainConfig(**config)  # the run's own settings: its world (same seed -> same held-out problems)
-test = runs.load_data(cfg)["test"][:QUESTIONS]
+cfg = config_from(config)  # the run's own settings: its world (same seed -> same held-out problems)
+test = load_tasks(cfg)["test"][:QUESTIONS]
 torch.manual_seed(0)
 records = rerank.sample_and_score(policy, tokenizer, test, N, cfg.max_new_tokens, reward_model, cfg.temperature,
                                   cfg.top_p, progress=console.is_terminal)

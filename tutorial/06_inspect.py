@@ -25,15 +25,15 @@ from _common import ensure_run, pick
 from rich.console import Console
 
 from minirl import localise, runs, viz
-from minirl.config import TrainConfig
-from minirl.data import format_prompt, is_correct, perturb
+from minirl.config import config_from
+from minirl.data import format_prompt, is_correct, load_tasks, perturb
 from minirl.rollout import sample
 
 console = Console()
 airl_dir = ensure_run("airl")
 policy, tokenizer, reward_model, config = runs.load_run(airl_dir)
-cfg = TrainConfig(**config)
-test = runs.load_data(cfg)["test"]
+cfg = config_from(config)
+test = load_tasks(cfg)["test"]
 
 # ---------------------------------------------------------------- 1. one wrong sample
 # Sample the policy once on a few held-out questions and take the first wrong answer. In this world the right

@@ -37,19 +37,24 @@ def run_folder(algo: str) -> Path:
 
 
 def summary(folder: Path) -> dict:
-    return json.loads((folder / "summary.json").read_text())
+    """A run's summary.json; a figure that was undefined (JSON null, e.g. an AUROC with no wrong sample) is nan."""
+    return {k: float("nan") if v is None else v for k, v in json.loads((folder / "summary.json").read_text()).items()}
 
 
 def ensure_run(algo: str) -> Path:
-    """The run of step 02 or 04, trained now (exactly as that step does) when it is missing."""
+    """The run of step 02 or 04, trained now (exactly as that step does) when it is missing or was trained with
+    other settings."""
+    from minirl import runs
     from minirl.config import from_preset
     from minirl.train import train
 
     folder = run_folder(algo)
-    if (folder / "summary.json").exists():
+    init = "" if algo == "pretrain" else str(ensure_run("pretrain"))
+    cfg = from_preset("tiny", algo, out=str(folder), init=init, overwrite=True, **fast_overrides())
+    changed = runs.differences(folder, cfg, code=False) if (folder / "config.json").exists() else "missing"
+    if (folder / "summary.json").exists() and not changed:
         print(f"reusing {folder} (delete it to train again)")
         return folder
-    init = "" if algo == "pretrain" else str(ensure_run("pretrain"))
-    print(f"{folder} is missing: training it now ({algo}), as the earlier step would")
-    train(from_preset("tiny", algo, out=str(folder), init=init, **fast_overrides()))
+    print(f"{folder}: training it now ({algo}; {changed}), as the earlier step would")
+    train(cfg)
     return folder
