@@ -33,9 +33,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Normalise to zero mean and unit variance over the masked entries (M4)."""
-    mean = masked_mean(x, mask)
-    std = masked_mean((x - mean) ** 2, mask).sqrt()
-    return (x - mean) / (std + 1e-8) * mask
+    mean = masked_mean(x, mask)  # scalar
+    std = masked_mean((x - mean) ** 2, mask).sqrt()  # scalar
+    return (x - mean) / (std + 1e-8) * mask  # [B, T]
 
 
 def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
@@ -44,10 +44,10 @@ def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tens
     A_t = delta_t + gamma lam A_{t+1}; after the last response token V = A = 0.
     All [B, T]; returns (advantages, returns = A + V)."""
     mask = mask.float()
-    adv = torch.zeros_like(rewards)
-    next_value = next_adv = torch.zeros_like(rewards[:, 0])
+    adv = torch.zeros_like(rewards)  # [B, T]
+    next_value = next_adv = torch.zeros_like(rewards[:, 0])  # [B]
     for t in reversed(range(rewards.shape[1])):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # [B]
         adv[:, t] = (delta + gamma * lam * next_adv) * mask[:, t]
         next_value, next_adv = values[:, t] * mask[:, t], adv[:, t]
     return adv, (adv + values) * mask
@@ -105,11 +105,12 @@ def outcome_advantages(trace_rewards: torch.Tensor, mask: torch.Tensor, group_si
 
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
              clip: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
-    """M4: clipped surrogate, L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)], token mean."""
-    log_ratio = logp - old_logp
-    ratio = log_ratio.exp()
-    surrogate = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
-    loss = masked_mean(surrogate, mask)
+    """M4: clipped surrogate, L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)], token mean.
+    logp, old_logp, advantages, mask: [B, T]."""
+    log_ratio = logp - old_logp  # [B, T]
+    ratio = log_ratio.exp()  # [B, T] rho = pi / pi_old
+    surrogate = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))  # ALGO LOGIC [B, T]
+    loss = masked_mean(surrogate, mask)  # scalar: mean over response tokens
     with torch.no_grad():
         stats = {"approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item(),  # k3 estimator
                  "clip_frac": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
@@ -119,9 +120,9 @@ def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                clip: float = 0.2) -> torch.Tensor:
-    """M4: clipped value loss, 0.5 E[max((V - R)^2, (V_old + clip(V - V_old) - R)^2)]."""
-    clipped = old_values + (values - old_values).clamp(-clip, clip)
-    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+    """M4: clipped value loss, 0.5 E[max((V - R)^2, (V_old + clip(V - V_old) - R)^2)]. All inputs [B, T]."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)  # [B, T]
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)  # scalar
 
 
 # ---------------------------------------------------------------- 3. the update
