@@ -196,7 +196,8 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
 
 def write_summary(run: Run, summary: dict) -> dict:
     """summary.json, with the mean seconds per iteration from metrics.jsonl and the wall time."""
-    steps = [json.loads(line) for line in (run.folder / "metrics.jsonl").read_text().splitlines() if '"s_sample"' in line]
+    lines = (run.folder / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines if '"s_sample"' in line]
     for key in ("s_sample", "s_score", "s_update"):
         if steps:
             summary[key + "_per_iter"] = sum(s[key] for s in steps) / len(steps)
