@@ -59,8 +59,8 @@ def print_next_commands(cfg: TrainConfig) -> None:
     from minirl.train import default_out
 
     folder = shlex.quote(str(Path(cfg.out) if cfg.out else default_out(cfg)))
-    typer.echo(f"next, with this run:\n  minirl rerank --run {folder}     # best-of-N by its reward model\n"
-               f"  minirl inspect --run {folder}    # a trace's per-token rewards in colour\n"
+    typer.echo(f"next, with this run:\n  minirl rerank --run {folder}     # best-of-N on held-out questions\n"
+               f"  minirl inspect --run {folder}    # a trace, coloured token by token\n"
                f"  minirl plot {folder}             # its training curves")
 
 
