@@ -1,24 +1,27 @@
 """The command line: `minirl train | rerank | inspect` (Typer).
 
 `train`'s options are generated from the fields of `TrainConfig` (minirl.config), so the
-help text lives in one place; an option left out takes the preset's value. Mistakes a
-user can make (bad path, bad data, unknown option value) print one red line and exit 1.
+help text lives in one place: --help shows TrainConfig's defaults, the tiny preset's values
+where they differ, and the allowed values of each choice; an option left out takes the
+preset's value (`--print-config` shows the result). Mistakes a user can make (bad path,
+bad data, unknown option value) print one red line and exit 1.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import Field, asdict, fields
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from minirl.config import TrainConfig, UserError, config_from, from_preset
+from minirl.config import CHOICES, PRESETS, TrainConfig, UserError, check, config_from, from_preset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
@@ -37,20 +40,70 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def train(**options) -> None:
-    from minirl.train import train as run_training
-
+def train(ctx: typer.Context, print_config: bool, **options) -> None:
+    # only the options given on the command line override the preset; by name, as newer typers vendor click
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
     with user_errors():
-        cfg = from_preset(options.pop("preset") or "tiny", options.pop("algo") or "airl", **options)
+        cfg = check(from_preset(given.pop("preset", "tiny"), given.pop("algo", "airl"), **given))
+        if print_config:
+            typer.echo(json.dumps(asdict(cfg), indent=2))
+            return
+        from minirl.train import train as run_training
+
         run_training(cfg)
+    print_next_commands(cfg)
 
 
-train.__signature__ = inspect.Signature([  # one --option per TrainConfig field, its help from the field
-    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[TYPES[str(f.type)]],  # noqa: UP045
-                      default=typer.Option(None, help=f.metadata["help"]))
-    for f in fields(TrainConfig)])
+def print_next_commands(cfg: TrainConfig) -> None:
+    """What a user can run on the run just trained."""
+    from minirl.train import default_out
+
+    folder = shlex.quote(str(Path(cfg.out) if cfg.out else default_out(cfg)))
+    typer.echo(f"next, with this run:\n  minirl rerank --run {folder}     # best-of-N on held-out questions\n"
+               f"  minirl inspect --run {folder}    # a trace, coloured token by token\n"
+               f"  minirl plot {folder}             # its training curves")
+
+
+def train_option(f: Field) -> typer.models.OptionInfo:
+    """`train`'s --option for one TrainConfig field: its help line, TrainConfig's default, the tiny preset's value
+    where it differs, and the allowed values of a choice."""
+    help, metavar, choices = f.metadata["help"] + tiny_note(f.name, f.default), None, CHOICES.get(f.name)
+    if choices:
+        metavar = "[" + "|".join(c for c in choices if c) + "]"
+    if choices and len(metavar) > 30:  # too wide for the metavar column: listed in the help line instead
+        help, metavar = help + f" (one of: {', '.join(c for c in choices if c)})", "NAME"
+    return typer.Option(f.default, *flag_names(f), help=escape(help), metavar=metavar,
+                        show_default="empty" if f.default == "" else True)
+
+
+def flag_names(f: Field) -> tuple[str, ...]:
+    """A switch that is off by default and in every preset is a plain --flag (no --no-flag column in --help)."""
+    if f.type != "bool" or f.default or any(p.get(f.name) for algos in PRESETS.values() for p in algos.values()):
+        return ()
+    return (f"--{f.name.replace('_', '-')}",)
+
+
+def tiny_note(name: str, default) -> str:
+    """' [tiny: pretrain 600, sft 200, airl/outcome 100]': the tiny preset's values of a field, by algo, where
+    they differ from TrainConfig's default ("" when none does)."""
+    by_value: dict = {}
+    for algo in CHOICES["algo"]:
+        value = {**PRESETS["tiny"].get("*", {}), **PRESETS["tiny"].get(algo, {})}.get(name, default)
+        if value != default:
+            by_value.setdefault(value, []).append(algo)
+    if not by_value:
+        return ""
+    return " [tiny: " + ", ".join(f"{'/'.join(algos)} {value}" for value, algos in by_value.items()) + "]"
+
+
+train.__signature__ = inspect.Signature([  # one --option per TrainConfig field (train_option), then --print-config
+    inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=TYPES[str(f.type)],
+                        default=train_option(f)) for f in fields(TrainConfig)),
+    inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--print-config", help="print the resolved settings (preset, then options) as JSON and exit"))])
 app.command(help="Train a policy: pretrain | sft | airl (default) | outcome. On the tiny CPU preset "
-                 "the base policy is built first when missing.")(train)
+                 "the base policy is built first when missing. An option not given takes the preset's value.")(train)
 
 
 AUROC_INTERVALS = ("mean", "f-logpi", "logprob")  # the scores `rerank` gives AUROC intervals for

@@ -85,9 +85,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "airl": dict(steps=100, eval_every=20),
         "outcome": dict(steps=100, eval_every=20, lr=1e-4, kl_beta=0.05),
     },
-    "smollm2": {  # CPU, a real 135M chat model (`../shared/bin/get-smollm2`) on GSM8K: a smoke-scale run
-        "*": dict(data="../shared/data/gsm8k/train.jsonl", test_data="../shared/data/gsm8k/test.jsonl",
-                  init="~/.cache/minirl-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "smollm2": {  # CPU, a real 135M chat model on GSM8K, both from the hub: a smoke-scale run
+        # offline: --data/--test-data FILE.jsonl (GSM8K's format) and --init FILE.gguf (or a local model folder)
+        "*": dict(data="train", test_data="test", init="HuggingFaceTB/SmolLM2-135M-Instruct",
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
                   disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
                   eval_samples=4, eval_batch=32, steps=4, eval_every=4, top_p=0.95, n_demos=2000),

@@ -26,7 +26,8 @@ from minirl.data import (
 )
 from minirl.world import MISCONCEPTIONS, make_world
 
-GSM8K_TEST = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
+# the project's offline copy of GSM8K (a folder with test.jsonl), named by an environment variable
+GSM8K_TEST = Path(os.environ.get("MINIRL_GSM8K_DIR", "/nonexistent")).expanduser() / "test.jsonl"
 
 # ---------------------------------------------------------------- extract_answer / is_correct
 
@@ -136,9 +137,9 @@ def test_is_correct_compares_numbers() -> None:
 # ---------------------------------------------------------------- GSM8K loading
 
 
-def test_load_gsm8k_shared_test_file() -> None:
+def test_load_gsm8k_offline_test_file() -> None:
     if not GSM8K_TEST.is_file():
-        pytest.skip(f"{GSM8K_TEST} is absent")
+        pytest.skip("MINIRL_GSM8K_DIR (a folder with GSM8K's test.jsonl) unset or absent")
     rows = load_gsm8k(str(GSM8K_TEST))
     assert len(rows) == 1319
     assert all(set(r) == {"question", "answer"} for r in rows)

@@ -1,12 +1,14 @@
 """A real pretrained chat model end to end (issue: real models on GSM8K).
 
-SmolLM2-135M-Instruct (4-bit GGUF, from `../shared/bin/get-smollm2`) as policy and reward
-backbone on the local GSM8K files: one AIRL iteration, then one rerank. Marked slow (a few
-minutes on 2 cores) and skipped when the model or the data is absent; run with
-`python -m pytest -m slow`.
+SmolLM2-135M-Instruct as policy and reward backbone on offline copies named by environment
+variables: MINIRL_SMOLLM2_GGUF (a .gguf file, e.g. the 4-bit SmolLM2-135M-Instruct.Q4_1.gguf) and
+MINIRL_GSM8K_DIR (a folder with GSM8K's train.jsonl and test.jsonl). One AIRL iteration, then
+one rerank. Marked slow (a few minutes on 2 cores) and skipped when either is unset or absent;
+run with `python -m pytest -m slow`.
 """
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,13 @@ from minirl.cli import app
 from minirl.config import from_preset
 from minirl.train import train
 
-GGUF = Path.home() / ".cache/minirl-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-GSM8K = Path(__file__).resolve().parents[2] / "shared/data/gsm8k"
+GGUF = Path(os.environ.get("MINIRL_SMOLLM2_GGUF", "/nonexistent")).expanduser()
+GSM8K = Path(os.environ.get("MINIRL_GSM8K_DIR", "/nonexistent")).expanduser()
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not GGUF.exists(), reason="SmolLM2 GGUF absent (run ../shared/bin/get-smollm2)"),
-    pytest.mark.skipif(not (GSM8K / "test.jsonl").exists(), reason="../shared GSM8K files absent"),
+    pytest.mark.skipif(not GGUF.is_file(), reason="MINIRL_SMOLLM2_GGUF (a SmolLM2 .gguf file) unset or absent"),
+    pytest.mark.skipif(not (GSM8K / "test.jsonl").is_file(), reason="MINIRL_GSM8K_DIR (GSM8K .jsonl) unset or absent"),
 ]
 
 

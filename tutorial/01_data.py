@@ -8,14 +8,14 @@ What it prints, top to bottom:
   2. the sizes of the world's three disjoint parts: demonstrations, pretraining corpus, held-out test;
   3. the perturbed experts (M3): each rule of `data.PERTURBATIONS` applied once, the changed span marked;
   4. answer extraction: how a solution's final number is read and checked;
-  5. the same on a real GSM8K problem, when ../shared/data/gsm8k/test.jsonl exists.
+  5. the same on a real GSM8K problem, when MINIRL_GSM8K_DIR names a folder holding its test.jsonl.
 """
 
 from __future__ import annotations
 
 import random
 
-from _common import GSM8K_TEST, pick
+from _common import GSM8K_DIR, pick
 
 from minirl import data
 from minirl.config import from_preset
@@ -85,10 +85,11 @@ for text in ["Together they have 8+3 = <<8+3=11>>11 shells.\n#### 11", "so the a
 # ---------------------------------------------------------------- 5. GSM8K
 # The real data has the same format, so every later step would run on it unchanged (step 07).
 print("\n== GSM8K")
-if not GSM8K_TEST.is_file():
-    print(f"skipped: {GSM8K_TEST} not found (it ships beside the project in class)")
+if GSM8K_DIR is None or not (GSM8K_DIR / "test.jsonl").is_file():
+    print("skipped: set MINIRL_GSM8K_DIR to a folder holding GSM8K's test.jsonl (offline), or run "
+          "data.load_gsm8k('test') to download the split from the hub")
 else:
-    tasks = data.load_gsm8k(str(GSM8K_TEST))
+    tasks = data.load_gsm8k(str(GSM8K_DIR / "test.jsonl"))
     task = tasks[1]
     print(f"{len(tasks)} test problems; problem 1:")
     print(task["question"])

@@ -12,10 +12,8 @@ estimate computed from the parameter count, with its arithmetic. Without CUDA it
 
 from __future__ import annotations
 
-import os
-
 import torch
-from _common import GSM8K_TEST
+from _common import GSM8K_DIR
 
 from minirl.config import PRESETS, from_preset
 
@@ -24,15 +22,15 @@ GB = 1e9
 
 # ---------------------------------------------------------------- 1. the commands
 # SFT is the baseline (M6); AIRL learns the reward from the same demonstrations (M2) and trains the policy on it
-# (M4); rerank and inspect then use the AIRL run's reward model (steps 05, 06). With the local GSM8K files the
-# data need no download; the model still comes from the Hugging Face hub on first use.
-local = GSM8K_TEST.is_file()
-test_file = os.path.relpath(GSM8K_TEST) if local else "../shared/data/gsm8k/test.jsonl"  # as seen from here
-data = f" --data {os.path.relpath(GSM8K_TEST.with_name('train.jsonl'))} --test-data {test_file}" if local else ""
+# (M4); rerank and inspect then use the AIRL run's reward model (steps 05, 06). The preset reads GSM8K's splits
+# and the model from the Hugging Face hub; with an offline copy of GSM8K (MINIRL_GSM8K_DIR) the data need no
+# download, and rerank uses the run's own held-out set unless given --data.
+local = GSM8K_DIR is not None and (GSM8K_DIR / "test.jsonl").is_file()
+data = f" --data {GSM8K_DIR / 'train.jsonl'} --test-data {GSM8K_DIR / 'test.jsonl'}" if local else ""
 print("== on a machine with one CUDA GPU:")
 print(f"minirl train --preset {PRESET} --algo sft --out runs/gsm8k-sft{data}")
 print(f"minirl train --preset {PRESET} --algo airl --out runs/gsm8k-airl{data}")
-print(f"minirl rerank --run runs/gsm8k-airl --data {test_file} --n 16 --questions 200")
+print("minirl rerank --run runs/gsm8k-airl --n 16 --questions 200")
 print("minirl inspect --run runs/gsm8k-airl --perturb operator      # one trace coloured by its token rewards")
 print("minirl inspect --run runs/gsm8k-airl --localisation 100      # Hit@1 on perturbed traces (M7)")
 

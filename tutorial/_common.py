@@ -2,7 +2,8 @@
 
 MINIRL_TUTORIAL_FAST=1 shrinks every step to seconds (a micro model, a 300-problem corpus, 3 optimiser steps)
 so that the test suite can run the whole tutorial; its numbers mean nothing. Without it the steps use the
-`tiny` CPU preset as a student would. MINIRL_TUTORIAL_RUNS moves the run folders (default runs/tutorial).
+`tiny` CPU preset as a student would. MINIRL_TUTORIAL_RUNS moves the run folders (default runs/tutorial);
+MINIRL_GSM8K_DIR names an offline copy of GSM8K (train.jsonl, test.jsonl) for steps 01 and 07.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 FAST = os.environ.get("MINIRL_TUTORIAL_FAST") == "1"
 RUNS = Path(os.environ.get("MINIRL_TUTORIAL_RUNS", "runs/tutorial"))
-REPO = Path(__file__).resolve().parents[1]
-GSM8K_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"  # present in class, absent elsewhere
+# an offline copy of GSM8K (a folder with train.jsonl and test.jsonl), when MINIRL_GSM8K_DIR names one
+GSM8K_DIR = Path(os.environ["MINIRL_GSM8K_DIR"]).expanduser() if os.environ.get("MINIRL_GSM8K_DIR") else None
 
 
 def pick(full, fast):

@@ -2,6 +2,7 @@
 
     python tutorial/gpu_check.py                      # the tiny preset: pretrain, reward, AIRL
     MINIRL_GPU_CHECK_MODEL=/path/or/hub-id python tutorial/gpu_check.py   # plus a real model, if reachable
+                                          # (on GSM8K from the hub, or from the folder MINIRL_GSM8K_DIR names)
 
 Prints held-out accuracy before and after AIRL, the reward's AUROC, seconds per AIRL iteration
 (sampling / scoring / update) and the peak GPU memory. Without CUDA it says so and stops: the
@@ -43,7 +44,7 @@ rows = [("base sampled_acc", base["sampled_acc"]), ("AIRL sampled_acc", airl["sa
 model = os.environ.get("MINIRL_GPU_CHECK_MODEL")
 if model:  # a real chat model on a few GSM8K problems: does the same code run, and how much memory?
     torch.cuda.reset_peak_memory_stats()
-    gsm8k = Path(__file__).resolve().parents[2] / "shared/data/gsm8k"
+    gsm8k = Path(os.environ.get("MINIRL_GSM8K_DIR", "/nonexistent"))  # an offline copy, else the hub's splits
     data = dict(data=str(gsm8k / "train.jsonl"), test_data=str(gsm8k / "test.jsonl")) if gsm8k.exists() else {}
     real = train(from_preset("gsm8k-qwen0.5b", "airl", init=model, reward_init="", out=str(out / "real"), steps=2,
                              eval_every=2, disc_warmup=2, warmup_pool=4, eval_questions=8, final_questions=16,

@@ -1,0 +1,106 @@
+"""The learned reward as a component: score any (question, response) with a trained run's reward model (M2, M5).
+
+    reward = load_reward("runs/airl-tiny-s0")
+    reward.token_rewards(question, response)  # [(token, reward), ...]: what `minirl inspect` colours
+    reward.score(questions, responses)        # one number per trace: what `minirl rerank` ranks by
+    trl_reward_func("runs/airl-tiny-s0")      # the same scores as a reward function for TRL's GRPOTrainer
+
+Both views reuse the code the CLI runs: `rerank.score_texts` scores teacher-forced text, `localise.display_rewards`
+gives the per-token reward shown to users (for the `token` head f_t - log pi(y_t), the discriminator's logit, M2),
+and `rerank.question_scores` turns per-token rewards into one score by the names `minirl rerank` prints. A response
+is scored as complete: an EOS is appended, as for every trace in minirl.
+
+Nothing here imports TRL: `trl_reward_func` only has the signature TRL calls. It hands TRL one number per completion,
+so GRPO there sees an outcome-level reward from a frozen reward model; minirl's own PPO (`minirl train --algo airl`)
+keeps the reward dense, per token, and the discriminator training (docs/scaling_out.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from minirl import runs
+from minirl.localise import display_rewards
+from minirl.models import ModelError, RewardModel
+from minirl.rerank import AGGREGATORS, question_scores, score_texts
+
+SCORES = (*AGGREGATORS, "f-logpi")  # the names `score` accepts: how `minirl rerank` names its rows
+
+
+@dataclass
+class LearnedReward:
+    """A run's reward model with the policy and tokenizer it was trained against (the `token` head's reward, and
+    `f-logpi`, subtract that policy's log-prob: M2)."""
+
+    policy: nn.Module
+    tokenizer: object  # a transformers tokenizer
+    reward_model: RewardModel
+    batch_size: int = 8  # responses scored per forward pass
+
+    def token_rewards(self, question: str, response: str) -> list[tuple[str, float]]:
+        """Each response token (decoded alone, the final EOS included) with its reward as `minirl inspect` shows it:
+        f_t - log pi(y_t) for the `token` head, z_t for the `scalar` head."""
+        result = score_texts(self.policy, self.tokenizer, [question], [response], self.reward_model)[0]
+        return list(zip(result["tokens"], display_rewards(result, self.reward_model.head_kind), strict=True))
+
+    def score(self, questions: list[str], responses: list[str], aggregate: str = "mean") -> list[float]:
+        """One score per (question, response), as `minirl rerank` ranks: an aggregate of the learned reward f_t
+        (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi."""
+        if aggregate not in SCORES:
+            raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
+        if len(questions) != len(responses):
+            raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
+        scores = []
+        for start in range(0, len(questions), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            results = score_texts(self.policy, self.tokenizer, questions[chunk], responses[chunk], self.reward_model)
+            samples = [{"rewards": r["rewards"], "tokens": r["tokens"],
+                        "logprob": sum(r["logprobs"]) / len(r["logprobs"])} for r in results]
+            scores += question_scores({"samples": samples}, aggregate)
+        return scores
+
+
+def load_reward(run: str | Path, reward_from: str | Path | None = None) -> LearnedReward:
+    """The learned reward of a run folder: its reward/ model, scored against its policy/ and tokenizer (or the
+    reward model of `reward_from`, another run with the same tokenizer, as `minirl rerank --reward-from`)."""
+    policy, tokenizer, reward_model, _ = runs.load_run(run, reward_from)
+    if reward_model is None:
+        raise ModelError(f"{run}: no reward model in this run (no reward/ inside); train it with --algo airl")
+    return LearnedReward(policy, tokenizer, reward_model.eval())
+
+
+# ---------------------------------------------------------------- TRL (`pip install -e '.[trl]'`)
+
+
+def trl_reward_func(run: str | Path, aggregate: str = "mean", reward_from: str | Path | None = None) -> Callable:
+    """A reward function for TRL's GRPOTrainer (`reward_funcs=[...]`): (prompts, completions, **kwargs) ->
+    one float per completion, `LearnedReward.score` of (question, completion).
+
+    TRL passes prompts and completions as plain strings or, for conversational data, as lists of {"role",
+    "content"} messages. The reward model was trained on minirl's own prompt (`data.format_prompt`), so the
+    question is recovered and formatted again: the last user message of a conversational prompt; for a plain
+    prompt the dataset's `question` column when it has one (TRL passes every column through), else the prompt."""
+    reward = load_reward(run, reward_from)
+    if aggregate not in SCORES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
+
+    def learned_reward(prompts: list, completions: list, **kwargs) -> list[float]:
+        columns = kwargs.get("question") or [None] * len(prompts)
+        questions = [question_of(p, column) for p, column in zip(prompts, columns, strict=True)]
+        responses = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return reward.score(questions, responses, aggregate)
+
+    learned_reward.__name__ = f"minirl_reward_{aggregate.replace('-', '_')}"  # TRL logs rewards/<name>/mean
+    return learned_reward
+
+
+def question_of(prompt: str | list[dict], column: str | None = None) -> str:
+    """The question inside a TRL prompt: the last user message of a conversation, else the `question` column,
+    else the prompt text itself."""
+    if not isinstance(prompt, str):
+        return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+    return column if column is not None else prompt
