@@ -1,4 +1,4 @@
-"""The command line: `minirl train | rerank | inspect` (Typer).
+"""The command line: `minirl train | rerank | inspect | plot` (Typer).
 
 `train`'s options are generated from the fields of `TrainConfig` (minirl.config), so the
 help text lives in one place; an option left out takes the preset's value. Mistakes a
@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from minirl.config import TrainConfig, UserError, config_from, from_preset
 
@@ -33,7 +34,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "pip install '.[plot]'" is no style tag
         raise typer.Exit(1) from None
 
 
@@ -249,3 +250,15 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     wrong = gold is not None and not is_correct(response, gold)
     span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
     return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]
+
+
+@app.command(help="Draw the training curves of one or more runs (overlaid) and their final score histograms as a "
+                  "PNG; needs matplotlib (the plot extra).")
+def plot(
+    runs: list[str] = typer.Argument(..., metavar="RUN", help="run folders (each with a metrics.jsonl)"),
+    out: str = typer.Option("", help="the PNG to write (default: RUN/curves.png for one run, else curves.png)"),
+) -> None:
+    from minirl.plot import plot_runs
+
+    with user_errors():
+        Console().print(f"figure: {plot_runs(runs, out or None)}", markup=False)
