@@ -55,7 +55,7 @@ def plot_runs(folders: list[str | Path], out: str | Path | None = None) -> Path:
     Figure, FigureCanvasAgg = require_matplotlib()
     folders = [Path(f) for f in folders]
     runs = dict(zip(run_names(folders), (read_metrics(f) for f in folders)))
-    curves = [panel for panel in CURVES if any(logged(rows, panel[2]) for rows in runs.values())]
+    curves = curve_panels(runs)
     histograms = [(name, *pair) for name, f in zip(runs, folders) for pair in histogram_pairs(f)]
     if not curves and not histograms:
         raise PlotError(f"nothing to plot: no known metric in {', '.join(str(f) for f in folders)}")
@@ -77,6 +77,11 @@ def plot_runs(folders: list[str | Path], out: str | Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
+
+
+def curve_panels(runs: dict[str, list[dict]]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The panels of CURVES that some run logged a number for."""
+    return [panel for panel in CURVES if any(logged(rows, panel[2]) for rows in runs.values())]
 
 
 def require_matplotlib():
