@@ -1,5 +1,6 @@
-"""Tests for the pictures: `minirl plot` (minirl.plot) on hand-written run files, its one-line errors, and the
-per-token view saved as HTML (viz.save_html, `minirl inspect --html`)."""
+"""Tests for the pictures: `minirl plot` (minirl.plot) on hand-written run files and on a micro run, its one-line
+errors, the per-token view saved as HTML (viz.save_html, `minirl inspect --html`), and the model cards that
+describe a run's saved models (runs.write_model_card)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from minirl import plot, viz
+from minirl import plot, runs, viz
 from minirl.cli import app
+from minirl.config import from_preset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -119,3 +121,52 @@ def test_inspect_html(run_dir: Path, tmp_path: Path) -> None:
     assert "apples" in html and "held-out question 0" in html and "background-color" in html
     result = invoke("inspect", "--run", str(run_dir), "--palette", "rainbow")
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith("error: --palette 'rainbow'")
+
+
+# ---------------------------------------------------------------- a micro run: its figure and model cards
+
+
+@pytest.fixture(scope="module")
+def micro_airl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A micro AIRL run of 2 iterations from a micro base policy pretrained for 10 steps (seconds)."""
+    from minirl.train import train
+
+    folder = tmp_path_factory.mktemp("runs")
+    small = dict(size="micro", n_corpus=300, n_demos=40, eval_questions=4, final_questions=4, eval_samples=2,
+                 max_new_tokens=40)
+    train(from_preset("tiny", "pretrain", out=str(folder / "base"), steps=10, prompts_per_iter=8, eval_every=10,
+                      **small))
+    train(from_preset("tiny", "airl", init=str(folder / "base"), out=str(folder / "airl"), steps=2, eval_every=2,
+                      disc_warmup=2, warmup_pool=4, prompts_per_iter=2, samples_per_prompt=2, minibatch_size=4,
+                      disc_batch=2, kl_beta=0.02, **small))
+    return folder / "airl"
+
+
+def test_figure_of_a_micro_run(micro_airl: Path) -> None:
+    rows = plot.read_metrics(micro_airl)
+    titles = [title for title, _, _ in plot.curve_panels({"airl": rows})]
+    auroc = plot.logged(rows, ("reward_auroc",))  # null (undefined) when every sample of 4 questions is wrong
+    assert titles == [title for title, _, keys in plot.CURVES[:-1] if auroc or "reward_auroc" not in keys]
+    assert [title for title, _, _ in plot.histogram_pairs(micro_airl)] == ["trace reward (mean f)",
+                                                                          "policy mean log-prob"]
+    result = invoke("plot", str(micro_airl), str(micro_airl.parent / "base"), "--out", str(micro_airl / "both.png"))
+    assert result.exit_code == 0, result.output
+    assert (micro_airl / "both.png").read_bytes().startswith(PNG)
+
+
+def test_saved_models_carry_a_model_card(micro_airl: Path) -> None:
+    summary = json.loads((micro_airl / "summary.json").read_text())
+    policy_card, reward_card = ((micro_airl / kind / "README.md").read_text() for kind in ("policy", "reward"))
+    for card in (policy_card, reward_card):
+        assert card.startswith("---\nlibrary_name: transformers\n")
+        assert "| algo | `airl` |" in card and "| disc_warmup | `2` |" in card and "| kl_beta | `0.02` |" in card
+        assert f"| sampled_acc | {summary['sampled_acc']:.3f} |" in card and "wall_s" not in card
+        assert "AutoModelForCausalLM.from_pretrained" in card
+    assert f"best held-out sampled accuracy (step {summary['best_step']})" in policy_card
+    assert f'load_lm("{micro_airl / "policy"}")' in policy_card
+    assert f'from_pretrained("{micro_airl / "reward" / "backbone"}")' in reward_card
+    assert f'RewardModel.load("{micro_airl / "reward"}")' in reward_card and "`token` head" in reward_card
+    assert "## How it was trained" in (micro_airl.parent / "base" / "policy" / "README.md").read_text()
+    assert not (micro_airl.parent / "base" / "reward").exists()
+    card = runs.write_model_card(micro_airl / "policy", "policy", {"algo": "sft", "lr": 1e-3}, None).read_text()
+    assert "supervised fine-tuning" in card and "Not evaluated." in card and "| lr | `0.001` |" in card
