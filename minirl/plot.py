@@ -5,7 +5,8 @@ machine with matplotlib (`pip install -e '.[plot]'`). metrics.jsonl rows come in
 step key:
   iter         a PPO iteration: reward_per_seq, approx_kl, kl_ref, clip_frac, entropy, response_len, disc_* (AIRL)
   eval_step    a held-out evaluation: sampled_acc, reward_auroc, logprob_auroc, ...
-  warmup_step  a discriminator step before PPO (M2): disc_loss, disc_acc_expert / _policy / _perturbed
+  warmup_step  a discriminator step before PPO (M2): disc_loss, disc_acc_expert / _policy / _perturbed (tutorial
+               step 03 writes its discriminator-only steps so too)
   step         a pretraining or SFT step (M6): loss
 A panel is drawn only when some run logged one of its keys; runs are overlaid, one colour each, named by their
 folder. The discriminator's panel counts its steps: the warm-up first, then one step per PPO iteration.
@@ -28,18 +29,18 @@ MISSING = "minirl plot needs matplotlib: pip install -e '.[plot]'"
 # (title, row kind, keys): one panel each, in this order; "disc" = warm-up steps, then iterations
 CURVES = [
     ("held-out sampled accuracy", "eval_step", ("sampled_acc",)),
-    ("held-out AUROC within question (M7)", "eval_step", ("reward_auroc", "logprob_auroc")),
-    ("discriminator accuracy per source (M2)", "disc", ("disc_acc_expert", "disc_acc_policy", "disc_acc_perturbed")),
+    ("held-out AUROC in question (M7)", "eval_step", ("reward_auroc", "logprob_auroc")),
+    ("discriminator accuracy (M2)", "disc", ("disc_acc_expert", "disc_acc_policy", "disc_acc_perturbed")),
+    ("discriminator loss (0.69 = log 2)", "disc", ("disc_loss",)),
     ("reward per trace", "iter", ("reward_per_seq",)),
-    ("PPO approx-KL per token, old to new policy", "iter", ("approx_kl",)),
-    ("KL to the starting policy per trace (M4)", "iter", ("kl_ref",)),
+    ("PPO approx-KL per token", "iter", ("approx_kl",)),
+    ("KL to the start, per trace (M4)", "iter", ("kl_ref",)),
     ("PPO clip fraction", "iter", ("clip_frac",)),
     ("policy entropy", "iter", ("entropy",)),
     ("response length (tokens)", "iter", ("response_len",)),
     ("pretraining / SFT loss", "step", ("loss",)),
 ]
-X_LABELS = {"eval_step": "step / iteration", "disc": "discriminator step (warm-up, then PPO)", "iter": "iteration",
-            "step": "step"}
+X_LABELS = {"eval_step": "step / iteration", "disc": "discriminator step", "iter": "iteration", "step": "step"}
 LINESTYLES = ("-", "--", ":")  # the keys of one panel; colour tells the runs apart
 RIGHT, WRONG = "#2166ac", "#e66101"  # blue / orange, the colour-blind-safe pair of minirl.viz
 NCOLS = 4
@@ -52,31 +53,42 @@ class PlotError(UserError):
 def plot_runs(folders: list[str | Path], out: str | Path | None = None) -> Path:
     """Draw the curves of every run in `folders` (and the histograms of those with eval_samples.jsonl) into one
     PNG; returns its path: `out`, else RUN/curves.png for one run and curves.png for several."""
-    Figure, FigureCanvasAgg = require_matplotlib()
+    Figure, FigureCanvasAgg, Line2D = require_matplotlib()
     folders = [Path(f) for f in folders]
     runs = dict(zip(run_names(folders), (read_metrics(f) for f in folders)))
     curves = curve_panels(runs)
-    histograms = [(name, *pair) for name, f in zip(runs, folders) for pair in histogram_pairs(f)]
-    if not curves and not histograms:
+    histograms = [[(name, *pair) for pair in histogram_pairs(f)] for name, f in zip(runs, folders)]
+    if not curves and not any(histograms):
         raise PlotError(f"nothing to plot: no known metric in {', '.join(str(f) for f in folders)}")
-    ncols = min(NCOLS, max(len(curves), len(histograms), 2))
-    curve_rows, hist_rows = math.ceil(len(curves) / ncols), math.ceil(len(histograms) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.2 * (curve_rows + hist_rows) + 0.5), layout="constrained")
+    slots, ncols = layout(len(curves), [len(pairs) for pairs in histograms])
+    nrows = math.ceil((slots[-1] + 1) / ncols)
+    fig = Figure(figsize=(4.4 * ncols, 3.3 * nrows + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(curve_rows + hist_rows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False).flat
     colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
-    for ax, (title, kind, keys) in zip(axes[:curve_rows].flat, curves):
-        draw_curves(ax, title, kind, keys, runs, colours)
-    for ax, (name, title, right, wrong) in zip(axes[curve_rows:].flat, histograms):
-        draw_histogram(ax, f"{title} · {name}" if len(runs) > 1 else title, right, wrong)
-    for ax in [*axes[:curve_rows].flat][len(curves):] + [*axes[curve_rows:].flat][len(histograms):]:
-        ax.set_axis_off()
-    handles = [axes[0, 0].plot([], [], color=colours[name], label=name)[0] for name in runs]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(runs), 6), frameon=False)
+    for slot, (title, kind, keys) in zip(slots, curves):
+        draw_curves(axes[slot], title, kind, keys, runs, colours)
+    for slot, (name, title, right, wrong) in zip(slots[len(curves):], sum(histograms, [])):
+        draw_histogram(axes[slot], f"{title} · {name}" if len(runs) > 1 else title, right, wrong)
+    for slot in set(range(nrows * ncols)) - set(slots):
+        axes[slot].set_axis_off()
+    fig.legend(handles=[Line2D([], [], color=colours[name], label=name) for name in runs],
+               loc="outside upper center", ncols=min(len(runs), 6), frameon=False)
     out = Path(out) if out else (folders[0] / "curves.png" if len(folders) == 1 else Path("curves.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
+
+
+def layout(n_curves: int, n_histograms: list[int]) -> tuple[list[int], int]:
+    """(grid slot of each panel, columns): the curves first, then each run's histograms, a run's two side by side
+    in one row (an even slot, with 2 or 4 columns)."""
+    slots, pos = list(range(n_curves)), n_curves
+    for n in n_histograms:
+        pos += pos % 2 if n == 2 else 0
+        slots += range(pos, pos + n)
+        pos += n
+    return slots, 2 if pos <= 4 else NCOLS
 
 
 def curve_panels(runs: dict[str, list[dict]]) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -85,13 +97,14 @@ def curve_panels(runs: dict[str, list[dict]]) -> list[tuple[str, str, tuple[str,
 
 
 def require_matplotlib():
-    """(Figure, FigureCanvasAgg), or one line saying how to install matplotlib."""
+    """(Figure, FigureCanvasAgg, Line2D), or one line saying how to install matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
     except ImportError:
         raise PlotError(MISSING) from None
-    return Figure, FigureCanvasAgg
+    return Figure, FigureCanvasAgg, Line2D
 
 
 # ---------------------------------------------------------------- reading
@@ -186,10 +199,13 @@ def draw_curves(ax, title: str, kind: str, keys: tuple[str, ...], runs: dict[str
         if kind == "disc" and warmup and any("iter" in row for row in rows):
             ax.axvline(warmup, color="grey", linewidth=0.8, linestyle=":")  # PPO starts here
     if len(shown) > 1:
-        ax.legend(handles=[ax.plot([], [], LINESTYLES[keys.index(k)], color="black", label=k)[0] for k in shown],
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], linestyle=LINESTYLES[keys.index(k)], color="black", label=k) for k in shown],
                   fontsize="small", frameon=False)
     ax.set_title(title if len(shown) > 1 else f"{title}: {shown[0]}", fontsize="medium")
-    ax.set_xlabel(X_LABELS[kind])
+    ppo = kind == "disc" and any("iter" in row for rows in runs.values() for row in rows)
+    ax.set_xlabel(X_LABELS[kind] + (" (warm-up | PPO)" if ppo else ""))
     ax.grid(alpha=0.3)
 
 
@@ -207,6 +223,7 @@ def draw_histogram(ax, title: str, right: list[float], wrong: list[float]) -> No
             ax.hist(group, bins=bins, weights=weights, color=colour, histtype="step", linewidth=1.5,
                     label=f"{label} ({len(group)} samples)")
     ax.set_title(title, fontsize="medium")
-    ax.set_xlabel("score per sample (held-out, final evaluation)")
+    ax.set_xlabel("score per sample (held-out questions)")
+    ax.locator_params(axis="x", nbins=5)
     ax.set_ylabel("share of the group")
     ax.legend(fontsize="small", frameon=False)

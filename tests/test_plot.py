@@ -46,10 +46,10 @@ def test_curves_of_two_runs(tmp_path: Path) -> None:
                 + [{"eval_step": 4, "sampled_acc": 0.5, "logprob_auroc": 0.6}])
     runs = {"airl": airl_rows(), "sft": plot.read_metrics(tmp_path / "sft")}
     titles = [title for title, _, _ in plot.curve_panels(runs)]
-    kl_ref = "KL to the starting policy per trace (M4)"  # only nulls logged: no panel
+    kl_ref = "KL to the start, per trace (M4)"  # only nulls logged: no panel
     assert kl_ref not in titles and len(titles) == len(plot.CURVES) - 1
     assert [t for t, _, _ in plot.curve_panels({"sft": runs["sft"]})] == [
-        "held-out sampled accuracy", "held-out AUROC within question (M7)", "pretraining / SFT loss"]
+        "held-out sampled accuracy", "held-out AUROC in question (M7)", "pretraining / SFT loss"]
     out = plot.plot_runs([tmp_path / "airl", tmp_path / "sft"], tmp_path / "figs" / "both.png")
     assert out == tmp_path / "figs" / "both.png" and out.read_bytes().startswith(PNG)
 
