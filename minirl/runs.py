@@ -3,6 +3,8 @@
 A run folder holds:
   config.json      the TrainConfig, its hash and the minirl version (a folder is never reused under other settings)
   metrics.jsonl    one JSON object per logged step (warm-up steps, iterations, evaluations)
+  tensorboard/     the same numbers as tensorboard events, with --report-to tensorboard (tags "iter/approx_kl",
+                   "eval_step/sampled_acc", ...; after --resume the steps past the checkpoint appear twice there)
   summary.json     the final held-out evaluation
   policy/          the best policy by held-out sampled accuracy; reward/ the reward model (AIRL); each with a
                    model card README.md (`write_model_card`)
@@ -37,8 +39,10 @@ from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_devic
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
-NOT_HASHED = ("resume", "overwrite", "out")  # how a run is started, not what it computes
-ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json")  # what a fresh start clears
+NOT_HASHED = ("resume", "overwrite", "out", "report_to")  # how a run is started or watched, not what it computes
+STEP_KEYS = ("iter", "eval_step", "warmup_step", "step")  # what each kind of metrics.jsonl row counts
+ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json",
+             "tensorboard")  # what a fresh start clears
 
 
 class RunError(UserError):
@@ -50,11 +54,18 @@ class Run:
     folder: Path
     started: float
     last: dict  # the latest logged values, for the live view
+    tensorboard: object | None = None  # a SummaryWriter with --report-to tensorboard
 
     def log(self, stats: dict) -> None:
         self.last.update(stats)
         with open(self.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(finite_or_none(stats)) + "\n")
+        step = next((k for k in STEP_KEYS if k in stats), None)
+        if self.tensorboard is not None and step is not None:  # the same numbers, tagged by the kind of row
+            for key, value in stats.items():
+                if key != step and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(f"{step}/{key}", value, stats[step])
+            self.tensorboard.flush()
 
     def progress(self, steps: range, desc: str):
         """Iterate `steps` under a rich progress bar showing the latest metrics."""
@@ -133,7 +144,14 @@ def start(folder: Path, cfg: TrainConfig) -> Run:
               "minirl_version": minirl.__version__}
     write_atomic(folder / "config.json", json.dumps(record, indent=2))
     console.print(f"run folder: [bold]{folder}[/]  ({cfg.algo}, preset {cfg.preset}, seed {cfg.seed})")
-    return Run(folder, time.time(), {})
+    return Run(folder, time.time(), {}, tensorboard_writer(folder) if cfg.report_to == "tensorboard" else None)
+
+
+def tensorboard_writer(folder: Path):
+    """A SummaryWriter into `folder`/tensorboard (config.check has made sure that tensorboard is installed)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder / "tensorboard"))
 
 
 def write_atomic(path: Path, text: str) -> None:

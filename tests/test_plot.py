@@ -170,3 +170,35 @@ def test_saved_models_carry_a_model_card(micro_airl: Path) -> None:
     assert not (micro_airl.parent / "base" / "reward").exists()
     card = runs.write_model_card(micro_airl / "policy", "policy", {"algo": "sft", "lr": 1e-3}, None).read_text()
     assert "supervised fine-tuning" in card and "Not evaluated." in card and "| lr | `0.001` |" in card
+
+
+# ---------------------------------------------------------------- --report-to tensorboard
+
+
+def test_tensorboard_gets_the_numbers_of_metrics_jsonl(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from minirl.config import TrainConfig
+
+    run = runs.start(tmp_path / "run", TrainConfig(report_to="tensorboard"))
+    run.log({"warmup_step": 1, "disc_loss": 0.69})
+    run.log({"iter": 1, "approx_kl": 0.01, "flag": True, "kl_ref": None, "note": "text"})
+    run.log({"iter": 2, "approx_kl": 0.02})
+    run.log({"eval_step": 2, "sampled_acc": 0.5, "best_step": 2})
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags == {"warmup_step/disc_loss", "iter/approx_kl", "eval_step/sampled_acc", "eval_step/best_step"}
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("iter/approx_kl")] == [(1, 0.01), (2, 0.02)]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4  # metrics.jsonl as before
+
+
+def test_report_to_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke("train", "--report-to", "wandb", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and result.output.strip() == "error: --report-to 'wandb': choose from '', tensorboard"
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed: find_spec gives None
+    result = invoke("train", "--report-to", "tensorboard", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --report-to tensorboard needs tensorboard: pip install -e '.[track]'"
+    assert not (tmp_path / "run").exists()  # refused before any work
