@@ -29,7 +29,7 @@ from rich.text import Text
 
 # (negative end, positive end) of each diverging palette, ColorBrewer colours
 PALETTES = {"blue-orange": ((230, 97, 1), (33, 102, 172)),  # PuOr's orange, RdBu's blue: colour-blind safe
-            "red-green": ((215, 48, 39), (26, 152, 80))}  # RdYlGn's ends: the classic, unreadable for ~1 man in 12
+            "red-green": ((215, 48, 39), (26, 152, 80))}  # RdYlGn's ends: ~1 man in 12 cannot tell them apart
 PALETTE = "blue-orange"  # the default
 NEUTRAL = (247, 247, 247)  # near-white, what a reward of 0 would blend from
 LOWEST = Style(bold=True, underline=True)  # the lowest-reward token
