@@ -1,4 +1,4 @@
-"""The command line: `minirl train | rerank | inspect` (Typer).
+"""The command line: `minirl train | rerank | inspect | plot` (Typer).
 
 `train`'s options are generated from the fields of `TrainConfig` (minirl.config), so the
 help text lives in one place: --help shows TrainConfig's defaults, the tiny preset's values
@@ -36,7 +36,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "pip install '.[plot]'" is no style tag
         raise typer.Exit(1) from None
 
 
@@ -186,11 +186,13 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object on stdout"),
     seed: int = typer.Option(0, help="seed for sampling and for choosing perturbations"),
     max_new_tokens: int | None = typer.Option(None, help="longest sampled response (default: the run's, else 96)"),
+    html: str | None = typer.Option(None, metavar="FILE", help="also save the per-token view as HTML, to share it"),
+    palette: str = typer.Option("blue-orange", help="token colours: blue-orange (colour-blind safe) or red-green"),
 ) -> None:
     from minirl import localise, runs
 
     with user_errors():
-        response = read_response(trace, trace_file, perturb_kind, localisation)
+        response = read_response(trace, trace_file, perturb_kind, localisation, html, palette)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
         cfg, head = config_from(config), reward_model.head_kind if reward_model is not None else None
         max_new = max_new_tokens or config.get("max_new_tokens") or 96
@@ -205,7 +207,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         where, question_text, gold = pick_question(test, question, text)
         traces = localise.score_traces(policy, tokenizer, reward_model, question_text, traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
-        print_question(where, question_text, gold, head, traces, as_json)
+        print_question(where, question_text, gold, head, traces, as_json, html, palette)
 
 
 
@@ -221,24 +223,34 @@ def print_localisation(figures: dict, as_json: bool) -> None:
 
 
 def print_question(where: str, question: str, gold: str | None, head: str | None, traces: list[dict],
-                   as_json: bool) -> None:
-    """`inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON."""
+                   as_json: bool, html: str | None = None, palette: str = "blue-orange") -> None:
+    """`inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON; and with `html`
+    the coloured view in that file."""
     from minirl import viz
     from minirl.localise import SHOWN
+
+    what = f"{head + ' head' if head else 'no reward model'}: {SHOWN[head]}"
+    expected = gold.split("####")[-1].strip() if gold is not None else None
+    if html:
+        viz.save_html(html, lambda console: viz.print_traces(traces, where, question, what, console, expected, palette))
+        err.print(f"saved the per-token view to {html}", markup=False)
 
     if as_json:
         typer.echo(json.dumps({"question": question, "head": head, "scores": SHOWN[head], "traces": [
             {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
         return
-    what = f"{head + ' head' if head else 'no reward model'}: {SHOWN[head]}"
-    expected = gold.split("####")[-1].strip() if gold is not None else None
-    viz.print_traces(traces, where, question, what, Console(), expected)
+    viz.print_traces(traces, where, question, what, Console(), expected, palette)
 
-def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None,
-                  localisation: int | None) -> str | None:
+def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
+                  html: str | None = None, palette: str = "blue-orange") -> str | None:
     """Check `inspect`'s options against each other; the response to score (--trace or --trace-file), if any."""
     from minirl.data import PERTURBATIONS, DataError
+    from minirl.viz import PALETTES
 
+    if palette not in PALETTES:
+        raise DataError(f"--palette {palette!r}: choose from {', '.join(PALETTES)}")
+    if html is not None and localisation is not None:
+        raise DataError("--html saves the per-token view; --localisation prints tables (use --json to keep them)")
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
         raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:
@@ -302,3 +314,15 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     wrong = gold is not None and not is_correct(response, gold)
     span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
     return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]
+
+
+@app.command(help="Draw the training curves of one or more runs (overlaid) and their final score histograms as a "
+                  "PNG; needs matplotlib (the plot extra).")
+def plot(
+    runs: list[str] = typer.Argument(..., metavar="RUN", help="run folders (each with a metrics.jsonl)"),
+    out: str = typer.Option("", help="the PNG to write (default: RUN/curves.png for one run, else curves.png)"),
+) -> None:
+    from minirl.plot import plot_runs
+
+    with user_errors():
+        Console().print(f"figure: {plot_runs(runs, out or None)}", markup=False)

@@ -6,6 +6,7 @@ overrides, and options given on the command line override the preset.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields, replace
 
 
@@ -32,6 +33,8 @@ class TrainConfig:
     seed: int = opt(0, "seed for the world, the model init, sampling and data order")
     resume: bool = opt(False, "continue the run in --out from its last checkpoint")
     overwrite: bool = opt(False, "replace a run in --out that was trained with other settings, or finished")
+    report_to: str = opt("", "also log metrics.jsonl's numbers to a tracker: '' (none) or tensorboard "
+                             "(into <out>/tensorboard; needs the track extra)")
     # ---- the synthetic world (minirl.world)
     n_demos: int = opt(400, "expert demonstrations (synthetic world)")
     n_corpus: int = opt(20000, "pretraining corpus size, misconceptions included (synthetic world)")
@@ -123,6 +126,7 @@ def config_from(saved: dict) -> TrainConfig:
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESETS), "size": ("tiny", "micro"),
            "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
+           "report_to": ("", "tensorboard"),
            "leave_out": ("", "half_as_many", "gives_away", "times_as_many", "how_many_more", "forgot_last_step")}
 AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
                 "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
@@ -137,7 +141,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse, in one line, any setting that cannot work; returns `cfg` unchanged."""
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {', '.join(map(str, allowed))}")
+            shown = ", ".join(str(a) or "''" for a in allowed)  # '' : the empty choice (none)
+            raise UserError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {shown}")
     for name in AT_LEAST_ONE:
         if getattr(cfg, name) < 1:
             raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
@@ -150,6 +155,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
         raise UserError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
                         "D <= 0.5, below the expert target (M2)")
+    if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--report-to tensorboard needs tensorboard: pip install -e '.[track]'")
     if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
         raise UserError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
     return cfg

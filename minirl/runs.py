@@ -3,8 +3,11 @@
 A run folder holds:
   config.json      the TrainConfig, its hash and the minirl version (a folder is never reused under other settings)
   metrics.jsonl    one JSON object per logged step (warm-up steps, iterations, evaluations)
+  tensorboard/     the same numbers as tensorboard events, with --report-to tensorboard (tags "iter/approx_kl",
+                   "eval_step/sampled_acc", ...; after --resume the steps past the checkpoint appear twice there)
   summary.json     the final held-out evaluation
-  policy/          the best policy by held-out sampled accuracy; reward/ the reward model (AIRL)
+  policy/          the best policy by held-out sampled accuracy; reward/ the reward model (AIRL); each with a
+                   model card README.md (`write_model_card`)
   checkpoint-N/    the latest complete checkpoint (weights, optimiser states, state.json)
   checkpoint.json  names that folder; written last, by an atomic rename, so a crash mid-write leaves the
                    previous checkpoint in force
@@ -36,8 +39,10 @@ from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_devic
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
-NOT_HASHED = ("resume", "overwrite", "out")  # how a run is started, not what it computes
-ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json")  # what a fresh start clears
+NOT_HASHED = ("resume", "overwrite", "out", "report_to")  # how a run is started or watched, not what it computes
+STEP_KEYS = ("iter", "eval_step", "warmup_step", "step")  # what each kind of metrics.jsonl row counts
+ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json",
+             "tensorboard")  # what a fresh start clears
 
 
 class RunError(UserError):
@@ -49,11 +54,18 @@ class Run:
     folder: Path
     started: float
     last: dict  # the latest logged values, for the live view
+    tensorboard: object | None = None  # a SummaryWriter with --report-to tensorboard
 
     def log(self, stats: dict) -> None:
         self.last.update(stats)
         with open(self.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(finite_or_none(stats)) + "\n")
+        step = next((k for k in STEP_KEYS if k in stats), None)
+        if self.tensorboard is not None and step is not None:  # the same numbers, tagged by the kind of row
+            for key, value in stats.items():
+                if key != step and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(f"{step}/{key}", value, stats[step])
+            self.tensorboard.flush()
 
     def progress(self, steps: range, desc: str):
         """Iterate `steps` under a rich progress bar showing the latest metrics."""
@@ -132,7 +144,14 @@ def start(folder: Path, cfg: TrainConfig) -> Run:
               "minirl_version": minirl.__version__}
     write_atomic(folder / "config.json", json.dumps(record, indent=2))
     console.print(f"run folder: [bold]{folder}[/]  ({cfg.algo}, preset {cfg.preset}, seed {cfg.seed})")
-    return Run(folder, time.time(), {})
+    return Run(folder, time.time(), {}, tensorboard_writer(folder) if cfg.report_to == "tensorboard" else None)
+
+
+def tensorboard_writer(folder: Path):
+    """A SummaryWriter into `folder`/tensorboard (config.check has made sure that tensorboard is installed)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder / "tensorboard"))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -225,3 +244,72 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
         check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(reward_dir / "backbone")))
     config = saved_config(folder) if (folder / "config.json").exists() else {}
     return policy.to(device).eval(), tokenizer, reward_model, config
+
+
+# ---------------------------------------------------------------- model cards
+
+ALGOS = {"pretrain": "next-token cross-entropy on a corpus (pretraining, M6)",
+         "sft": "supervised fine-tuning on expert demonstrations: cross-entropy on the completion tokens (M6)",
+         "airl": "adversarial inverse RL: PPO on a token-level reward that a discriminator learns from expert "
+                 "demonstrations as training goes (M2-M4)",
+         "outcome": "PPO on the outcome reward: 1 at the last token when the final answer is right (M6)"}
+SETTINGS = {"*": ("algo", "preset", "init", "data", "size", "seed", "steps", "prompts_per_iter", "lr",
+                  "max_new_tokens", "temperature", "top_p"),
+            "rl": ("samples_per_prompt", "minibatch_size", "ppo_epochs", "clip", "target_kl", "advantage", "gamma",
+                   "lam", "kl_beta"),
+            "airl": ("head", "form", "disc_lr", "disc_warmup", "disc_batch", "perturbed_per_expert",
+                     "label_smoothing", "reward_clip")}
+
+
+def write_model_card(folder: str | Path, kind: str, cfg_dict: dict, figures: dict | None = None) -> Path:
+    """A model card, `folder`/README.md, for a saved `policy` or `reward` model: what it is, how it was trained
+    (the algorithm and the key settings of `cfg_dict`), its held-out `figures` when known, and how to load it."""
+    folder, algo = Path(folder), cfg_dict.get("algo", "")
+    keys = SETTINGS["*"] + (SETTINGS["rl"] if algo in ("airl", "outcome") else ()) + (
+        SETTINGS["airl"] if algo == "airl" else ())
+    if kind == "policy":
+        what = (f"The policy of the minirl run `{folder.parent}`: a causal language model trained by "
+                f"{ALGOS.get(algo, algo)}. It is the checkpoint with the best held-out sampled accuracy"
+                + (f" (step {figures['best_step']})." if (figures or {}).get("best_step") is not None else "."))
+    else:
+        what = (f"The reward model learned by AIRL in the minirl run `{folder.parent}`: a causal LM backbone "
+                f"(`backbone/`) with a `{cfg_dict.get('head')}` head that gives every response token a reward f_t "
+                "(token head: f_t = log pi_phi(y_t | x, y_<t); scalar head: `head.safetensors`, Linear(hidden, 1) "
+                "on the last hidden state). It is the discriminator at the end of training (M2).")
+    lines = ["---", "library_name: transformers", f"tags: [minirl, {algo or 'unknown'}, "
+             f"{'reward-model' if kind == 'reward' else 'text-generation'}]", "---", "",
+             f"# {folder.parent.name}/{folder.name}", "", what, "", "## How it was trained", "",
+             "| setting | value |", "|---|---|"]
+    lines += [f"| {key} | `{cfg_dict[key]}` |" for key in keys if key in cfg_dict]
+    lines += ["", f"minirl {cfg_dict.get('minirl_version', minirl.__version__)}, config hash "
+              f"`{cfg_dict.get('config_hash', '?')}`; every setting is in the run's config.json.", "",
+              "## Held-out figures", ""]
+    numbers = {k: v for k, v in (figures or {}).items()  # figures, not timings (s_*_per_iter, wall_s) or tables
+               if (isinstance(v, (int, float)) or v is None) and not k.startswith(("s_", "wall_"))}
+    if numbers:
+        lines += ["| figure | value |", "|---|---|"]
+        lines += [f"| {k} | {'n/a' if v is None else f'{v:.3f}' if isinstance(v, float) else v} |"
+                  for k, v in numbers.items()]
+        lines += ["", "The final evaluation of the policy on held-out questions, several samples each (M5, M7)."]
+    else:
+        lines.append("Not evaluated.")
+    write_atomic(folder / "README.md", "\n".join([*lines, "", *loading_lines(folder, kind, cfg_dict)]) + "\n")
+    return folder / "README.md"
+
+
+def loading_lines(folder: Path, kind: str, cfg_dict: dict) -> list[str]:
+    """The card's "How to load it": plain transformers, and minirl."""
+    lm = folder if kind == "policy" else folder / "backbone"
+    lines = ["## How to load it", "", "With transformers:", "", "```python",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             f'model = AutoModelForCausalLM.from_pretrained("{lm}")',
+             f'tokenizer = AutoTokenizer.from_pretrained("{lm}")', "```", ""]
+    if kind == "reward":
+        lines += ["With the token head the reward of token y_t is its log-prob under this model; with the scalar "
+                  "head it is `head.safetensors` (weight, bias) applied to the last hidden state.", ""]
+    lines += ["With minirl:", "", "```python"]
+    lines += (["from minirl.models import load_lm", "", f'policy, tokenizer = load_lm("{folder}")'] if kind == "policy"
+              else ["from minirl.models import RewardModel", "",
+                    f'reward_model = RewardModel.load("{folder}")  # reward_model(input_ids, attention_mask): [B, T]'])
+    return [*lines, "```", "", f"or the whole run: `minirl inspect --run {folder.parent}`, "
+            f"`minirl rerank --run {folder.parent}`."]

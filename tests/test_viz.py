@@ -47,11 +47,26 @@ def background(style: Style) -> ColorTriplet:
     return style.bgcolor.get_truecolor()
 
 
-def test_reward_style_diverges_around_zero() -> None:
-    assert reward_style(0.0, 1.0) == ""
-    red, green = background(Style.parse(reward_style(-0.5, 1.0))), background(Style.parse(reward_style(0.5, 1.0)))
+def orange(c: ColorTriplet) -> bool:
+    return c.red > c.green > c.blue
+
+
+def blue(c: ColorTriplet) -> bool:
+    return c.blue > c.green > c.red
+
+
+def test_default_palette_is_blue_orange_and_red_green_is_an_option() -> None:
+    ends = [background(Style.parse(reward_style(v, 1.0))) for v in (-1.0, -0.5, 0.5, 1.0)]
+    assert orange(ends[0]) and orange(ends[1]) and blue(ends[2]) and blue(ends[3])  # colour-blind safe by default
+    red, green = (background(Style.parse(reward_style(v, 1.0, "red-green"))) for v in (-0.5, 0.5))
     assert red.red > red.green and red.red > red.blue
     assert green.green > green.red and green.green > green.blue
+    with pytest.raises(KeyError):
+        reward_style(1.0, 1.0, "rainbow")
+
+
+def test_reward_style_diverges_around_zero() -> None:
+    assert reward_style(0.0, 1.0) == ""
     # intensity grows with |value| and clips at scale
     weak, strong = background(Style.parse(reward_style(-0.2, 1.0))), background(Style.parse(reward_style(-0.9, 1.0)))
     assert strong.green < weak.green
@@ -68,9 +83,9 @@ def test_trace_text_is_faithful_and_coloured_by_sign() -> None:
         if abs(reward) / 2.5 < 0.05:
             assert style.bgcolor is None
         elif reward < 0:
-            assert background(style).red > background(style).green
+            assert orange(background(style))
         else:
-            assert background(style).green > background(style).red
+            assert blue(background(style))
 
 
 def test_exported_terminal_text_keeps_tokens_spaces_and_newlines() -> None:
@@ -118,7 +133,7 @@ def test_render_shows_step_sums_lowest_step_and_legend() -> None:
     exported = console.export_text(styles=True)
     step1 = next(line for line in exported.splitlines() if "step 1:" in line)
     step2 = next(line for line in exported.splitlines() if "step 2:" in line)
-    assert "\x1b[1;31m" in step1 and "\x1b[" not in step2  # lowest step highlighted
+    assert "\x1b[1;38;2;230;97;1m" in step1 and "\x1b[" not in step2  # lowest step: bold, the palette's orange
 
 
 def test_explicit_scale_is_used() -> None:

@@ -9,12 +9,14 @@ demonstrations with plain cross-entropy on the completion tokens (`minirl/train.
 
 It prints each run's live progress, both final evaluations side by side in one table (greedy_acc, sampled_acc,
 pass@k, maj@k, logprob_auroc), and a few sentences on what the numbers say about the base policy.
-Both runs are kept in RUNS (base-tiny, sft-tiny); later steps reuse the base policy from there.
+Both runs are kept in RUNS (base-tiny, sft-tiny); later steps reuse the base policy from there. A figure of both
+runs (training loss, held-out accuracy, and the log-prob of right vs wrong samples) is saved as
+RUNS/02_base_policy.png when matplotlib is installed.
 """
 
 from __future__ import annotations
 
-from _common import FAST, ensure_run, fast_overrides, summary
+from _common import FAST, RUNS, ensure_run, fast_overrides, save_figure, summary
 from rich.console import Console
 from rich.table import Table
 
@@ -38,7 +40,8 @@ base = summary(base_dir)  # the final evaluation of the best checkpoint
 # demonstrations show solved correctly, so SFT is expected to do very well here (M9, third trial).
 cfg = from_preset("tiny", "sft", init=str(base_dir), **fast_overrides())
 print(f"SFT: {cfg.steps} steps x {cfg.prompts_per_iter} demonstrations, lr {cfg.lr}, from {cfg.init}")
-sft = summary(ensure_run("sft"))
+sft_dir = ensure_run("sft")
+sft = summary(sft_dir)
 
 # ---------------------------------------------------------------- 3. side by side
 # All figures are on the same held-out problems, k samples each at T = 1 (M5, M7):
@@ -67,5 +70,8 @@ print(f"base policy: log-prob AUROC {base['logprob_auroc']:.2f}, best-of-{k} by 
       f"vs a random pick {base['sampled_acc']:.2f}: its own confidence does not find the right sample.")
 print(f"SFT: sampled {sft['sampled_acc']:.2f} (from {base['sampled_acc']:.2f}): the demonstrations fix the habits "
       "directly, because each misconception has a wording cue the demos show solved correctly.")
+# The same in pictures: both runs' loss and held-out accuracy, and for each the policy's mean log-prob of its right
+# and wrong samples: where the wrong ones sit to the right (likelier), log-prob ranks them first.
+save_figure([base_dir, sft_dir], RUNS / "02_base_policy.png")
 if FAST:
     print("(reduced mode: a micro model trained for 3 steps; these numbers mean nothing)")

@@ -10,16 +10,21 @@ and perturbed experts (M3).
 
 It prints: the discriminator's loss and per-source accuracy while it trains; then, on held-out problems, the
 within-question AUROC and best-of-N of the learned reward beside the policy's own log-prob (M7), per problem
-kind; then the same after training on demonstrations that leave out every "half as many" problem.
+kind; then the same after training on demonstrations that leave out every "half as many" problem. Both
+discriminators' steps and scored samples are written as run files (RUNS/03_discriminator/all and .../blind), and a
+figure of them (accuracy per source while training, reward of right vs wrong samples) is saved there when
+matplotlib is installed.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
+from pathlib import Path
 
 import torch
-from _common import ensure_run, pick
+from _common import RUNS, ensure_run, pick, save_figure
 from rich.console import Console
 from rich.table import Table
 
@@ -52,8 +57,9 @@ def own_samples(demos: list[dict], per_problem: int = 2) -> list[tuple[str, str]
             for i, text in zip(rows, batch.texts(tokenizer))]
 
 
-def train_discriminator(demos: list[dict], title: str) -> RewardModel:
-    """STEPS steps of token-level BCE (M2): experts (label 1) vs own samples and perturbed experts (label 0)."""
+def train_discriminator(demos: list[dict], title: str, folder: Path) -> RewardModel:
+    """STEPS steps of token-level BCE (M2): experts (label 1) vs own samples and perturbed experts (label 0); each
+    step's figures go to `folder`/metrics.jsonl, as the warm-up of an AIRL run writes them (for the figure)."""
     pool = own_samples(demos)
     # M9: a sample identical to the expert trace of its problem is an expert trace; labelled negative it makes
     # the loss stall at log 2. `negatives` drops those (checked against *every* demonstration here, k = 0 so
@@ -63,6 +69,7 @@ def train_discriminator(demos: list[dict], title: str) -> RewardModel:
           f"{len(pool) - len(own_pool)} identical to the expert trace dropped")
     reward_model = RewardModel(copy.deepcopy(policy), "token")  # f = log pi at the start (M2, token head)
     optimizer = torch.optim.AdamW(reward_model.parameters(), lr=1e-4, weight_decay=0.0)
+    logged = []
     print(f"{'step':>5} {'loss':>6} | acc: {'expert':>6} {'own':>5} {'perturbed':>9} | "
           f"mean logit: {'expert':>6} {'own':>6} {'perturbed':>9}")
     for step in range(1, STEPS + 1):
@@ -73,33 +80,40 @@ def train_discriminator(demos: list[dict], title: str) -> RewardModel:
         # 0.95 / 0.05 (label smoothing 0.1), response tokens only; the policy's log pi is detached.
         stats = airl.discriminator_step(reward_model, optimizer, policy, tokenizer, experts, own, perturbed,
                                         form="airl")
+        logged.append({"warmup_step": step, **stats})
         if step % EVERY == 0 or step == 1:
             # accuracy: a trace counts as "expert" when its mean token logit f - log pi is above 0 (mean D > 1/2)
             print(f"{step:5d} {stats['disc_loss']:6.3f} |      {stats['disc_acc_expert']:6.2f} "
                   f"{stats['disc_acc_policy']:5.2f} {stats['disc_acc_perturbed']:9.2f} |             "
                   f"{stats['disc_logit_expert']:+6.2f} {stats['disc_logit_policy']:+6.2f} "
                   f"{stats['disc_logit_perturbed']:+9.2f}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in logged))
     return reward_model.eval()
 
 
-def held_out(reward_model: RewardModel) -> list[dict]:
-    """N samples of each held-out question, each scored by the policy's log-prob and the learned reward.
-    The same seed gives the same samples for both reward models, so only the scores differ."""
+def held_out(reward_model: RewardModel, folder: Path) -> list[dict]:
+    """N samples of each held-out question, each scored by the policy's log-prob and the learned reward, also
+    saved to `folder`/eval_samples.jsonl. The same seed gives the same samples for both reward models, so only
+    the scores differ."""
     torch.manual_seed(1)
-    return rerank.sample_and_score(policy, tokenizer, test, N, max_new, reward_model, progress=False)
+    records = rerank.sample_and_score(policy, tokenizer, test, N, max_new, reward_model, progress=False)
+    rerank.save_records(records, folder / "eval_samples.jsonl")
+    return records
 
 
 # ---------------------------------------------------------------- 1. train on all the demonstrations
 tasks = synthetic_tasks(config["seed"], **world)
 test = tasks["test"][:N_TEST]
-reward_model = train_discriminator(tasks["demos"], "discriminator on all demonstrations")
+FOLDERS = {"all": RUNS / "03_discriminator" / "all", "blind": RUNS / "03_discriminator" / "blind"}
+reward_model = train_discriminator(tasks["demos"], "discriminator on all demonstrations", FOLDERS["all"])
 
 # ---------------------------------------------------------------- 2. does the reward rank right above wrong?
 # M7/M9: judge a score *within* each question (over its N samples); a pooled AUROC can be high only because
 # the score knows which questions are hard, which does nothing for best-of-N. "mean" = the mean token reward f
 # of a trace (M5); "logprob" = the policy's own mean token log-prob; "random" = the expected accuracy of a
 # uniform pick (= mean sample accuracy, M9).
-records = held_out(reward_model)
+records = held_out(reward_model, FOLDERS["all"])
 table = rerank.rerank_table(records, ks=(1, N))
 results = Table(title=f"held-out: {N_TEST} questions x {N} samples from the base policy")
 for column in ("score", f"best-of-{N}", "AUROC within q", "AUROC pooled"):
@@ -118,8 +132,8 @@ print(f"within-question AUROC: learned reward {table['mean']['auroc']:.3f} vs po
 # wording cues "half as many" (kinds half_total and three_step): the expert never halves, so nothing
 # separates halving from the policy's doubling, and the reward stops catching that misconception.
 blind = train_discriminator(synthetic_tasks(config["seed"], leave_out=LEAVE_OUT, **world)["demos"],
-                            f"discriminator without any {LEAVE_OUT!r} demonstration")
-blind_records = held_out(blind)
+                            f"discriminator without any {LEAVE_OUT!r} demonstration", FOLDERS["blind"])
+blind_records = held_out(blind, FOLDERS["blind"])
 same = [s["text"] for r in records for s in r["samples"]] == [s["text"] for r in blind_records for s in r["samples"]]
 print(f"same held-out samples as before: {same}")
 full_kind, blind_kind = rerank.by_kind(records), rerank.by_kind(blind_records)
@@ -133,5 +147,8 @@ for kind, row in full_kind.items():  # bo = best-of-N by the learned reward (suc
     flag = " *" if kind in blind_kinds else ""
     kinds.add_row(kind + flag, str(row["questions"]), *(f"{c:.2f}" for c in cells))
 console.print(kinds)
+# In pictures: each discriminator's accuracy per source while it trains, and the trace reward of right vs wrong
+# held-out samples (the less the two overlap, the better best-of-N works), beside the policy's log-prob.
+save_figure(list(FOLDERS.values()), RUNS / "03_discriminator" / "curves.png")
 print("Expect the rows marked * to lose much of their AUROC and best-of-N without their demonstrations (M9's "
       "trial: AUROC 1.00 -> 0.05-0.37), while the other kinds keep theirs.")

@@ -13,7 +13,8 @@ One call, `train(from_preset("tiny", "airl", init=<base run>))`, runs the whole 
 Read those two functions next to this output: every column printed below is computed there.
 
 It prints the run's settings, a few rows of its training log (discriminator loss, reward, train accuracy,
-approx-KL, clip fraction, response length), then the final evaluation beside the base policy's.
+approx-KL, clip fraction, response length), then the final evaluation beside the base policy's, and saves the
+run's figure (`minirl plot` draws the same) as <run>/curves.png when matplotlib is installed.
 
 Exercise: make PPO's trust region tighter. Either set CHANGES = {"clip": 0.05} below (a new run folder is used),
 or edit the line `surrogate = torch.max(...)` in `ppo_loss` (e.g. drop the clamp: no trust region at all). Predict
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, summary
+from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, save_figure, summary
 from rich.console import Console
 from rich.table import Table
 
@@ -73,6 +74,10 @@ for m in iters:
     if m["iter"] % every == 0 or m["iter"] == 1:
         log.add_row(*(str(m[c]) if c == "iter" else f"{m[c]:.3g}" for c in columns))
 console.print(log)
+# All of metrics.jsonl in one picture, the same as `minirl plot <run>`: held-out accuracy and AUROC, the
+# discriminator's accuracy per source (warm-up, then one step per iteration), reward, KL, clip fraction, entropy,
+# length; and the final reward of right vs wrong samples beside the policy's log-prob.
+save_figure([out], out / "curves.png")
 
 # ---------------------------------------------------------------- 3. AIRL vs the base policy
 # Same held-out problems, same k samples each. bo{k}_reward: best-of-k by the final reward model's mean token

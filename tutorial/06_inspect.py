@@ -8,7 +8,7 @@ f_t - log pi(y_t|s_t), the discriminator's logit in the `airl` form, i.e. exactl
 that token (0 where the reward model agrees with the policy, negative where it finds the token un-expert-like).
 If the reward has learned anything about reasoning, the lowest-reward token should sit where a trace goes wrong.
 
-It prints: one of the policy's wrong samples with each token coloured by its reward (red low, green high; the
+It prints: one of the policy's wrong samples with each token coloured by its reward (orange low, blue high; the
 first wrong line marked); an expert trace and a perturbed copy of it (M3), the changed token marked; then
 Hit@1/Hit@3/Step@1 over perturbed held-out traces (the table of `minirl inspect --localisation`), beside the
 policy's log-prob and chance, for two ways of picking the blamed token: the lowest-scoring one, and the first one

@@ -8,6 +8,7 @@ MINIRL_GSM8K_DIR names an offline copy of GSM8K (train.jsonl, test.jsonl) for st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -40,6 +41,17 @@ def run_folder(algo: str) -> Path:
 def summary(folder: Path) -> dict:
     """A run's summary.json; a figure that was undefined (JSON null, e.g. an AUROC with no wrong sample) is nan."""
     return {k: float("nan") if v is None else v for k, v in json.loads((folder / "summary.json").read_text()).items()}
+
+
+def save_figure(folders: list[Path], out: Path) -> None:
+    """Draw the runs' curves and score histograms (minirl.plot) into `out` and say where it is; without matplotlib,
+    one line saying how to get it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("figure: not drawn, it needs matplotlib: pip install -e '.[plot]'")
+        return
+    from minirl.plot import plot_runs
+
+    print(f"figure: {plot_runs(folders, out)}  (training curves; right vs wrong samples' scores)")
 
 
 def ensure_run(algo: str) -> Path:
