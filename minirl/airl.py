@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from minirl.config import TrainConfig, UserError
 from minirl.data import format_prompt, perturb
-from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, token_logprobs
-from minirl.rollout import Batch, make_batch, sample_answers, text_ids
+from minirl.models import RewardModel, autocast, check_same_tokenizer, load_lm, pick_device, token_logprobs
+from minirl.rollout import Batch, make_batch, micro_batches, sample_answers, text_ids
 from minirl.runs import Run
 
 
@@ -44,17 +44,26 @@ def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
     return f - policy_logp.detach()
 
 
+def class_weights(is_expert: torch.Tensor) -> torch.Tensor:
+    """Each sequence's weight in the discriminator loss, [B]: the two classes weigh equally, so a row of a class
+    with n rows weighs 1 / (2 n) (1 / n when the batch holds one class only). The loss is then a weighted sum
+    over rows, which any split of the rows adds up to (gradient accumulation)."""
+    n_expert, n_other = is_expert.sum(), (~is_expert).sum()
+    classes = (n_expert > 0).long() + (n_other > 0).long()
+    return 1.0 / (classes * torch.where(is_expert, n_expert, n_other)).float()
+
+
 def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_expert: torch.Tensor,
-                       label_smoothing: float = 0.1) -> torch.Tensor:
+                       label_smoothing: float = 0.1, weights: torch.Tensor | None = None) -> torch.Tensor:
     """M2: token-level BCE on response tokens, per-sequence length-normalised, targets
     1 - s/2 (expert) and s/2 (policy), the two classes weighted equally (a batch holding one class only
-    is that class's mean, never NaN). logits, response_mask: [B, T]; is_expert: [B] bool."""
+    is that class's mean, never NaN). logits, response_mask: [B, T]; is_expert: [B] bool. `weights` [B]: the
+    rows' `class_weights` in the whole batch, when these rows are one chunk of it."""
     mask = response_mask.float()
     target = torch.where(is_expert, 1 - label_smoothing / 2, label_smoothing / 2)[:, None].expand_as(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # [B, T]
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")  # [B, T]
     per_seq = (bce * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
-    class_means = [per_seq[rows].mean() for rows in (is_expert, ~is_expert) if rows.any()]
-    return sum(class_means) / len(class_means)
+    return (per_seq * (class_weights(is_expert) if weights is None else weights)).sum()
 
 
 @torch.no_grad()
@@ -122,26 +131,35 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
                        experts: list[dict], policy_samples: list[tuple], perturbed_pairs: list[tuple[str, str]],
-                       form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0) -> dict[str, float]:
+                       form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0,
+                       micro_batch_size: int = 0, precision: str = "fp32") -> dict[str, float]:
     """One optimiser step of the discriminator on experts (label 1) vs the policy's samples
-    and perturbed experts (label 0); returns the loss and per-source diagnostics."""
+    and perturbed experts (label 0), its gradient accumulated over chunks of `micro_batch_size` rows (0: one
+    chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`."""
     device = next(reward_model.parameters()).device
     batch, source = discriminator_batch(tokenizer, experts, policy_samples, perturbed_pairs)
     batch = batch.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
-    policy_logp = None
-    if form == "airl":
-        with torch.no_grad():
-            policy_logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)
+    weights = class_weights(is_expert)  # [B]: the chunks' losses add up to the whole batch's
     reward_model.train()
-    logits = discriminator_logits(reward_model, batch, form, policy_logp)
-    loss = discriminator_loss(logits, batch.response_mask, is_expert, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss, logits = 0.0, []
+    for rows in micro_batches(torch.arange(len(source), device=device), micro_batch_size):
+        chunk = batch.select(rows)
+        with autocast(precision, device):
+            policy_logp = None
+            if form == "airl":
+                with torch.no_grad():
+                    policy_logp = token_logprobs(policy, chunk.input_ids, chunk.attention_mask)
+            chunk_logits = discriminator_logits(reward_model, chunk, form, policy_logp)  # [b, T]
+        chunk_loss = discriminator_loss(chunk_logits, chunk.response_mask, is_expert[rows], label_smoothing,
+                                        weights[rows])
+        chunk_loss.backward()
+        loss, logits = loss + chunk_loss.item(), logits + [chunk_logits.detach()]
     grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
-    return {"disc_loss": loss.item(), "disc_grad_norm": grad_norm.item(),
-            **discriminator_stats(logits.detach(), batch.response_mask, source)}
+    return {"disc_loss": loss, "disc_grad_norm": grad_norm.item(),
+            **discriminator_stats(torch.cat(logits), batch.response_mask, source)}
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
@@ -162,9 +180,10 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     questions = [t["question"] for t in demos[: cfg.warmup_pool]]
-    pool = [sample for rows, batch in sample_answers(policy, tokenizer, questions, 4, cfg.max_new_tokens,
-                                                    cfg.temperature, cfg.top_p)
-            for sample in sampled(batch, tokenizer, [questions[i] for i in rows])]
+    with autocast(cfg.precision, next(policy.parameters()).device):
+        pool = [sample for rows, batch in sample_answers(policy, tokenizer, questions, 4, cfg.max_new_tokens,
+                                                        cfg.temperature, cfg.top_p)
+                for sample in sampled(batch, tokenizer, [questions[i] for i in rows])]
     own_samples, _ = negatives(demos, pool, 0, rng)
     if not own_samples and cfg.perturbed_per_expert == 0:
         raise UserError("discriminator warm-up: every sample equals its demonstration and --perturbed-per-expert "
@@ -174,5 +193,6 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
         _, perturbed = negatives(experts, [], cfg.perturbed_per_expert, rng)
         stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
-                                   cfg.form, cfg.label_smoothing)
+                                   cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
+                                   precision=cfg.precision)
         run.log({"warmup_step": step + 1, **stats})

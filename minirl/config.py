@@ -45,6 +45,8 @@ class TrainConfig:
     gguf_file: str = opt("", "GGUF file name inside --init's folder, for quantised checkpoints")
     lora_rank: int = opt(0, "LoRA rank for policy and reward model (0 = full fine-tuning; needs the peft extra)")
     grad_checkpointing: bool = opt(False, "recompute activations in the backward pass to save GPU memory")
+    precision: str = opt("auto", "auto (bf16-mixed on CUDA, fp32 on a CPU) | fp32 | bf16-mixed: fp32 weights and "
+                                 "AdamW states, bf16 matmuls in every forward pass (docs/gpu.md)")
     max_new_tokens: int = opt(96, "longest sampled response, in tokens")
     temperature: float = opt(1.0, "sampling temperature; log-probs in training use the same (M4)")
     top_p: float = opt(1.0, "nucleus sampling threshold (M4 paper: 0.95)")
@@ -53,6 +55,9 @@ class TrainConfig:
     prompts_per_iter: int = opt(8, "prompts per iteration (pretrain/sft: examples per step)")
     samples_per_prompt: int = opt(8, "samples per prompt, the group of the `group` estimator (M4)")
     minibatch_size: int = opt(32, "sequences per PPO gradient step")
+    micro_batch_size: int = opt(0, "sequences per forward/backward pass: a PPO minibatch, an SFT batch or a "
+                                   "discriminator batch is split into chunks this size whose gradients add up to "
+                                   "one step (0 = no split; memory, not the result, depends on it)")
     lr: float = opt(2e-4, "policy learning rate (AdamW), decayed linearly to 10% over the run")
     # ---- PPO (M4)
     ppo_epochs: int = opt(2, "passes over each rollout batch")
@@ -98,7 +103,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale
         "*": dict(data="train", test_data="test", init="Qwen/Qwen2.5-0.5B-Instruct",
                   reward_init="Qwen/Qwen2.5-0.5B-Instruct", max_new_tokens=320, prompts_per_iter=8,
-                  samples_per_prompt=8, minibatch_size=4, eval_batch=16, lr=1e-6, disc_lr=1e-5, disc_warmup=50,
+                  samples_per_prompt=8, minibatch_size=4, micro_batch_size=2, eval_batch=16, lr=1e-6, disc_lr=1e-5,
+                  disc_warmup=50,
                   disc_batch=8,
                   steps=200, eval_questions=100, final_questions=500, top_p=0.95, gamma=0.9, kl_beta=0.02,
                   n_demos=3000),
@@ -127,11 +133,13 @@ def config_from(saved: dict) -> TrainConfig:
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESETS), "size": ("tiny", "micro"),
            "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
            "report_to": ("", "tensorboard"),
+           "precision": ("auto", "fp32", "bf16-mixed"),
            "leave_out": ("", "half_as_many", "gives_away", "times_as_many", "how_many_more", "forgot_last_step")}
 AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
                 "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
                 "n_corpus", "disc_batch", "warmup_pool")
-NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip", "target_kl")
+NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip", "target_kl",
+                "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "misconception_rate": "[0, 1]"}

@@ -3,7 +3,8 @@
 Sections, in the order of one iteration (sampling itself is in `minirl.rollout`):
   1. advantages: `gae` (value head, GAE over tokens) and `group` (critic-free, the paper's);
   2. the PPO loss: clipped surrogate + clipped value loss;
-  3. `ppo_update`: epochs x shuffled minibatches, gradient clipping, an optional KL early stop, diagnostics.
+  3. `ppo_update`: epochs x shuffled minibatches (each optionally in micro-batches whose gradients are
+     accumulated), gradient clipping, an optional KL early stop, diagnostics.
 The training loop that calls these lives in `minirl.train.train_rl`. Shapes: B rows (sequences), T tokens;
 every per-token tensor is aligned with `input_ids` and zero outside the response (`mask`).
 Lines marked `ALGO LOGIC` are the ones to change in an experiment (as in CleanRL).
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minirl.models import lm_forward
-from minirl.rollout import Batch
+from minirl.models import autocast, lm_forward
+from minirl.rollout import Batch, micro_batches
 
 # ---------------------------------------------------------------- 1. advantages
 
@@ -139,31 +140,50 @@ class Rollout:
     old_values: torch.Tensor | None = None  # [B, T], gae only
 
 
+def minibatch_loss(lm: nn.Module, value_head: nn.Module | None, rollout: Rollout, idx: torch.Tensor,
+                   temperature: float, clip: float, vf_coef: float, precision: str) -> tuple[torch.Tensor, dict]:
+    """The PPO loss of rollout rows `idx` (M4): clipped surrogate + vf_coef x clipped value loss, token means,
+    and its diagnostics. The forward pass runs under `precision` (models.autocast); the loss in fp32."""
+    mb = rollout.batch.select(idx)
+    mask = mb.response_mask.float()  # [b, T]
+    with autocast(precision, mb.input_ids.device):
+        logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
+                                           True)  # each [b, T], fp32
+    loss, stats = ppo_loss(logp, rollout.old_logp[idx], rollout.advantages[idx], mask, clip)  # scalar
+    stats["entropy"] = masked_mean(entropy, mask).item()
+    if value_head is not None:
+        v_loss = value_loss(values, rollout.old_values[idx], rollout.returns[idx], mask, clip)  # scalar
+        loss = loss + vf_coef * v_loss  # ALGO LOGIC: the weight of the value loss
+        stats["value_loss"] = v_loss.item()
+    return loss, stats
+
+
 def ppo_update(lm: nn.Module, value_head: nn.Module | None, optimizer: torch.optim.Optimizer, rollout: Rollout,
                epochs: int, minibatch_size: int, temperature: float = 1.0, clip: float = 0.2,
-               vf_coef: float = 0.5, max_grad_norm: float = 1.0, target_kl: float = 0.0) -> dict[str, float]:
+               vf_coef: float = 0.5, max_grad_norm: float = 1.0, target_kl: float = 0.0,
+               micro_batch_size: int = 0, precision: str = "fp32") -> dict[str, float]:
     """`epochs` passes over the rollout in shuffled minibatches of the clipped objective; with `target_kl` > 0
     the update stops after the epoch whose mean approx-KL exceeds it (a trust region by early stopping, as
-    CleanRL's `target_kl`). Returns averaged diagnostics."""
+    CleanRL's `target_kl`). A minibatch may be split into chunks of `micro_batch_size` rows whose gradients
+    add up to the minibatch's: the loss is a token mean, so each chunk's is weighted by its share of the
+    minibatch's tokens. Returns averaged diagnostics."""
     batch_size = rollout.batch.input_ids.shape[0]  # the rollout size: prompts x samples per prompt
     minibatches_per_epoch = -(-batch_size // minibatch_size)  # one optimiser step each
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    tokens = rollout.batch.response_mask.float().sum(1)  # [B] response tokens per row
     logs: dict[str, list[float]] = {}
     epochs_done = 0
     for _ in range(epochs):
         for idx in torch.randperm(batch_size).split(minibatch_size):  # minibatches_per_epoch index sets
-            mb = rollout.batch.select(idx)
-            mask = mb.response_mask.float()  # [b, T]
-            logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
-                                               True)  # each [b, T]
-            loss, stats = ppo_loss(logp, rollout.old_logp[idx], rollout.advantages[idx], mask, clip)  # scalar
-            stats["entropy"] = masked_mean(entropy, mask).item()
-            if value_head is not None:
-                v_loss = value_loss(values, rollout.old_values[idx], rollout.returns[idx], mask, clip)  # scalar
-                loss = loss + vf_coef * v_loss  # ALGO LOGIC: the weight of the value loss
-                stats["value_loss"] = v_loss.item()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats: dict[str, float] = {}
+            for chunk in micro_batches(idx, micro_batch_size):  # one chunk unless micro_batch_size is set
+                share = (tokens[chunk].sum() / tokens[idx].sum().clamp(min=1)).item()  # of the token mean
+                loss, chunk_stats = minibatch_loss(lm, value_head, rollout, chunk, temperature, clip, vf_coef,
+                                                   precision)
+                (loss * share).backward()  # gradients add up over the chunks
+                for k, v in chunk_stats.items():  # token means too: weighted the same way
+                    stats[k] = stats.get(k, 0.0) + v * share
             stats["grad_norm"] = nn.utils.clip_grad_norm_(params, max_grad_norm).item()
             optimizer.step()
             for k, v in stats.items():

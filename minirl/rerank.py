@@ -32,7 +32,7 @@ from minirl.metrics import (
     welch_t,
     within_question_auroc,
 )
-from minirl.models import RewardModel, token_logprobs
+from minirl.models import RewardModel, autocast, token_logprobs
 from minirl.rollout import encode, in_chunks, sample_answers
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
@@ -207,11 +207,12 @@ def evaluate(cfg: TrainConfig, policy, tokenizer, tasks: list[dict], reward_mode
     torch.manual_seed(cfg.seed + 12345)
     questions, k = [t["question"] for t in tasks], cfg.eval_samples
     policy.eval()
-    greedy_right = sum(is_correct(text, tasks[i]["answer"]) for rows, batch in sample_answers(
-        policy, tokenizer, questions, 1, cfg.max_new_tokens, temperature=0.0, batch_size=cfg.eval_batch)
-        for i, text in zip(rows, batch.texts(tokenizer)))
-    records = sample_and_score(policy, tokenizer, tasks, k, cfg.max_new_tokens, reward_model, cfg.temperature,
-                               cfg.top_p, batch_size=cfg.eval_batch, progress=progress)
+    with autocast(cfg.precision, next(policy.parameters()).device):  # as in training (models.autocast)
+        greedy_right = sum(is_correct(text, tasks[i]["answer"]) for rows, batch in sample_answers(
+            policy, tokenizer, questions, 1, cfg.max_new_tokens, temperature=0.0, batch_size=cfg.eval_batch)
+            for i, text in zip(rows, batch.texts(tokenizer)))
+        records = sample_and_score(policy, tokenizer, tasks, k, cfg.max_new_tokens, reward_model, cfg.temperature,
+                                   cfg.top_p, batch_size=cfg.eval_batch, progress=progress)
     if records_path is not None:
         save_records(records, records_path)
     table = rerank_table(records, ks=(1, k))

@@ -60,6 +60,12 @@ def in_chunks(fn, batch: Batch, size: int):
     return torch.cat(outs)
 
 
+def micro_batches(rows: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """`rows` (indices) in chunks of `size` (0: one chunk): the pieces of one optimiser step whose gradients are
+    accumulated, so that the step's batch does not depend on how many rows fit in memory at once."""
+    return rows.split(size) if size > 0 else (rows,)
+
+
 def first_eos_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 on every token up to and including the first EOS of each row, 0 after it, [B, R].
     Counting EOS *before* each position means a pad token equal to EOS hides nothing (M4)."""

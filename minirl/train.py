@@ -32,6 +32,7 @@ from minirl.airl import (
 from minirl.config import TrainConfig, check, from_preset
 from minirl.data import format_prompt, is_correct, load_tasks
 from minirl.models import (
+    autocast,
     frozen_copy,
     hidden_size,
     lm_forward,
@@ -43,7 +44,7 @@ from minirl.models import (
 )
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, whiten
 from minirl.rerank import evaluate
-from minirl.rollout import Batch, encode, in_chunks, sample
+from minirl.rollout import Batch, encode, in_chunks, micro_batches, sample
 from minirl.viz import summary_table
 
 
@@ -128,6 +129,23 @@ def sft_loss(policy: nn.Module, batch: Batch) -> torch.Tensor:
     return -(logp * mask).sum() / mask.sum()
 
 
+def sft_step(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, micro_batch_size: int = 0,
+             precision: str = "fp32") -> float:
+    """One optimiser step of `sft_loss` on `batch`, its gradient accumulated over chunks of `micro_batch_size`
+    rows (0: one chunk): the loss is a token mean, so each chunk's is weighted by its share of the tokens."""
+    tokens = batch.response_mask.float().sum(1)  # [B] completion tokens per row
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for rows in micro_batches(torch.arange(len(tokens), device=tokens.device), micro_batch_size):
+        with autocast(precision, tokens.device):  # the forward pass only (models.autocast)
+            loss = sft_loss(policy, batch.select(rows)) * (tokens[rows].sum() / tokens.sum())
+        loss.backward()
+        total += loss.item()
+    nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    optimizer.step()
+    return total
+
+
 def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], test: list[dict]) -> dict:
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -140,13 +158,9 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         rng = random.Random(cfg.seed * 100_003 + step)  # the data order depends only on (seed, step)
         idx = [rng.randrange(len(tasks)) for _ in range(cfg.prompts_per_iter)]
         batch = encode(tokenizer, [prompts[i] for i in idx], [tasks[i]["answer"] for i in idx]).to(device)
-        loss = sft_loss(policy, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
+        loss = sft_step(policy, optimizer, batch, cfg.micro_batch_size, cfg.precision)
         schedule.step()
-        run.log({"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]})
+        run.log({"step": step + 1, "loss": loss, "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
                                                          tokenizer, test)
@@ -158,14 +172,20 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)
 
 
+def chunk_rows(cfg: TrainConfig) -> int:
+    """Rows scored in one forward pass: as many as a gradient step holds at once."""
+    return cfg.micro_batch_size or cfg.minibatch_size
+
+
 @torch.no_grad()
 def score_samples(cfg: TrainConfig, policy, value_head, batch: Batch):
     """log pi_old of every sampled token at the sampling temperature, the value estimates (gae), and log pi at
-    temperature 1 (what the `airl` form subtracts, M2). Scored in chunks of minibatch_size rows. Each [B, T]."""
-    old_logp, _, old_values = in_chunks(lambda b, _: lm_forward(
-        policy, b.input_ids, b.attention_mask, cfg.temperature, value_head), batch, cfg.minibatch_size)
-    logp_at_t1 = old_logp if cfg.temperature == 1.0 else in_chunks(
-        lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, cfg.minibatch_size)
+    temperature 1 (what the `airl` form subtracts, M2). Scored in chunks of `chunk_rows` rows. Each [B, T]."""
+    with autocast(cfg.precision, batch.input_ids.device):  # as the PPO update's forward, so the first ratio is 1
+        old_logp, _, old_values = in_chunks(lambda b, _: lm_forward(
+            policy, b.input_ids, b.attention_mask, cfg.temperature, value_head), batch, chunk_rows(cfg))
+        logp_at_t1 = old_logp if cfg.temperature == 1.0 else in_chunks(
+            lambda b, _: token_logprobs(policy, b.input_ids, b.attention_mask), batch, chunk_rows(cfg))
     return old_logp, old_values, logp_at_t1
 
 
@@ -179,10 +199,12 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
                                        cfg.perturbed_per_expert, rng)  # the sampled ids themselves (M2)
     stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
                                rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
-                               cfg.form, cfg.label_smoothing)
+                               cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
+                               precision=cfg.precision)
     reward_model.eval()
-    rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows], cfg.reward_clip),
-                        batch, cfg.minibatch_size)
+    with autocast(cfg.precision, batch.input_ids.device):  # after the step: autocast's weight copies are fresh
+        rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows],
+                                                           cfg.reward_clip), batch, chunk_rows(cfg))
     return rewards, stats
 
 
@@ -198,8 +220,9 @@ def outcome_rewards(batch: Batch, texts: list[str], tasks: list[dict]) -> torch.
 @torch.no_grad()
 def kl_to_reference(cfg: TrainConfig, reference, batch: Batch, old_logp: torch.Tensor) -> torch.Tensor:
     """M4: the per-token KL estimate log pi - log pi_ref (k1) on response tokens, [B, T]."""
-    ref_logp = in_chunks(lambda b, _: token_logprobs(reference, b.input_ids, b.attention_mask, cfg.temperature),
-                         batch, cfg.minibatch_size)
+    with autocast(cfg.precision, batch.input_ids.device):
+        ref_logp = in_chunks(lambda b, _: token_logprobs(reference, b.input_ids, b.attention_mask, cfg.temperature),
+                             batch, chunk_rows(cfg))
     return (old_logp - ref_logp) * batch.response_mask
 
 
@@ -249,8 +272,9 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
 
         # 1. sample: G answers to each of B prompts from the current policy (M4)
         policy.eval()
-        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks],
-                       cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        with autocast(cfg.precision, device):  # bf16 matmuls on the fp32 weights under bf16-mixed
+            batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks],
+                           cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         texts = batch.texts(tokenizer)
         t1 = time.perf_counter()
 
@@ -274,7 +298,8 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
         policy.train()
         stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs,
-                                cfg.minibatch_size, cfg.temperature, cfg.clip, target_kl=cfg.target_kl))
+                                cfg.minibatch_size, cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
+                                micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
         optimizers["schedule"].step()
         t3 = time.perf_counter()
 

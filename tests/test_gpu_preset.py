@@ -4,12 +4,16 @@
 same architecture (Qwen2: grouped-query attention, tied embeddings) with a chat template is
 saved to a local folder and stands in for Qwen2.5-0.5B-Instruct. Everything the preset turns
 on runs: a separate reward backbone (`reward_init`), the KL anchor, group sizes, GSM8K-format
-files, the chat template. What it cannot check is CUDA and bf16: `tutorial/gpu_check.py` does.
+files, the chat template. What it cannot check is CUDA: `tutorial/gpu_check.py` does, and runs here at toy sizes
+on the CPU (bf16-mixed included) so that it cannot rot.
 """
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
@@ -87,3 +91,21 @@ def test_a_reward_backbone_must_share_the_policy_tokenizer(tmp_path):
     assert reward_model.lm.config.vocab_size == policy.config.vocab_size + 16
     with pytest.raises(ModelError, match="different tokenizers"):
         make_reward_model(preset_config(tmp_path, reward_init=str(tmp_path / "other")), policy, tokenizer)
+
+
+def test_the_gpu_check_runs_every_part_at_toy_sizes_and_prints_one_json_line(tmp_path, capfd):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible: run tutorial/gpu_check.py itself")
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "tutorial/gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    result = gpu_check.main(["--device", "cpu", "--out", str(tmp_path)])
+    out = capfd.readouterr().out
+    assert len(out.splitlines()) == 1 and json.loads(out)["mode"] == "toy", out[:500]  # training output: stderr
+    assert {"base", "reward_alone", "airl"} <= set(result["tiny"])
+    for part, precision in (("preset", "bf16-mixed"), ("preset_fp32", "fp32")):
+        figures = result[part]
+        assert figures["precision"] == precision and figures["finite"]
+        assert len(figures["s_sample"]) == 2 and min(figures["sampler_tokens_per_s"]) > 0
+        assert all(abs(r - 1) < 1e-2 for r in figures["ratio_first"])  # scoring and update agree (measured 1.0000)
+    assert gpu_check.main(["--out", str(tmp_path)])["error"].startswith("no CUDA device")
