@@ -174,12 +174,15 @@ def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
 
 
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,
-                          policy, tokenizer, demos: list[dict]) -> None:
-    """M2 before PPO: `disc_warmup` steps on experts vs the starting policy's own samples of the demonstration
-    problems (4 each; those identical to their demonstration dropped, M9) and perturbed experts (M3)."""
+                          policy, tokenizer, demos: list[dict], rl_tasks: list[dict]) -> None:
+    """M2 before PPO: `disc_warmup` steps on experts vs the starting policy's own samples (4 per problem) and
+    perturbed experts (M3). The samples answer the demonstration problems (`warmup_questions="demos"`: those
+    identical to their demonstration are dropped, M9) or RL problems (`"rl"`: a policy fine-tuned on the
+    demonstrations has learned their answers by heart, so its samples of them say little about its errors)."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    questions = [t["question"] for t in demos[: cfg.warmup_pool]]
+    source = demos if cfg.warmup_questions == "demos" else rl_tasks
+    questions = [t["question"] for t in source[: cfg.warmup_pool]]
     with autocast(cfg.precision, next(policy.parameters()).device):
         pool = [sample for rows, batch in sample_answers(policy, tokenizer, questions, 4, cfg.max_new_tokens,
                                                         cfg.temperature, cfg.top_p)

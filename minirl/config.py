@@ -72,7 +72,9 @@ class TrainConfig:
     form: str = opt("airl", "discriminator form: airl (D = sigmoid(f - log pi)) or logit (D = sigmoid(z))")
     disc_lr: float = opt(1e-4, "reward model learning rate")
     disc_warmup: int = opt(200, "discriminator steps on base-policy samples before PPO starts")
-    warmup_pool: int = opt(400, "demonstration problems the starting policy answers (4 samples each) for the warm-up")
+    warmup_pool: int = opt(400, "problems the starting policy answers (4 samples each) for the discriminator warm-up")
+    warmup_questions: str = opt("demos", "whose problems those are: demos (paired with the experts) or rl (other "
+                                         "problems: use it when starting from SFT, which knows the demos by heart)")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
     perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
@@ -132,6 +134,7 @@ def config_from(saved: dict) -> TrainConfig:
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESETS), "size": ("tiny", "micro"),
            "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
+           "warmup_questions": ("demos", "rl"),
            "report_to": ("", "tensorboard"),
            "precision": ("auto", "fp32", "bf16-mixed"),
            "leave_out": ("", "half_as_many", "gives_away", "times_as_many", "how_many_more", "forgot_last_step")}
