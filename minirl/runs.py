@@ -102,12 +102,13 @@ def code_hash() -> str:
 
 def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     """What differs between the run in `folder` and `cfg` (settings, minirl version, and with `code` the source),
-    "" when nothing does."""
-    old = saved_config(folder)
-    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old.get(k) != v]
+    "" when nothing does. A setting that the run's version did not have yet counts as its default: that is what
+    the run did."""
+    old = {**asdict(TrainConfig()), **saved_config(folder)}
+    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old[k] != v]
     if changed:
-        return ", ".join(f"{k} {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
-    if old.get("config_hash") != config_hash(cfg):
+        return ", ".join(f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
+    if old.get("minirl_version") != minirl.__version__:
         return f"minirl version {old.get('minirl_version')} -> {minirl.__version__}"
     return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
 
