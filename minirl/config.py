@@ -10,7 +10,15 @@ from dataclasses import dataclass, field, fields, replace
 
 
 class UserError(ValueError):
-    """A mistake in what the user asked for (bad option, path or data): printed as one line."""
+    """A mistake in what the user asked for (bad option, path or data): printed as one line, exit code 1."""
+
+
+class UsageError(UserError):
+    """An option out of range, an unknown value, or options that do not go together: exit code 2."""
+
+
+class NumericalError(UserError):
+    """Training diverged (a NaN or infinite loss, reward or gradient): the run stops, nothing non-finite saved."""
 
 
 def opt(default, help: str):
@@ -107,7 +115,7 @@ def from_preset(name: str, algo: str = "airl", **overrides) -> TrainConfig:
     """TrainConfig's defaults, then the preset's ("*" and `algo`), then `overrides`
     (None values ignored: an option not given on the command line)."""
     if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = {**PRESETS[name].get("*", {}), **PRESETS[name].get(algo, {})}
     cfg = replace(TrainConfig(), preset=name, algo=algo, **preset)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -130,28 +138,32 @@ AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo
 NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip", "target_kl")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
-             "misconception_rate": "[0, 1]"}
+             "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
 
 
 def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse, in one line, any setting that cannot work; returns `cfg` unchanged."""
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {', '.join(map(str, allowed))}")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {', '.join(map(str, allowed))}")
     for name in AT_LEAST_ONE:
         if getattr(cfg, name) < 1:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
     for name in NOT_NEGATIVE:
         if getattr(cfg, name) < 0:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
     for name, interval in INTERVALS.items():
         if not inside(getattr(cfg, name), interval):
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
-        raise UserError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
-                        "D <= 0.5, below the expert target (M2)")
+        raise UsageError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
+                         "D <= 0.5, below the expert target (M2)")
+    if cfg.resume and cfg.overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    if cfg.resume and cfg.lora_rank > 0:
+        raise UsageError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
     if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
-        raise UserError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
+        raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
     return cfg
 
 
