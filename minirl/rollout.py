@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from minirl.config import NumericalError
 from minirl.data import format_prompt
 from minirl.models import position_ids
 
@@ -118,7 +119,11 @@ def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
         out = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                  logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1].float()  # [B, V]
-        token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits / temperature, top_p)
+        if temperature > 0:
+            logits = logits / temperature
+        if not (logits < float("inf")).all():  # NaN or +inf (-inf masks a token): diverged weights, say so
+            raise NumericalError("the policy's next-token logits are NaN or infinite")
+        token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits, top_p)
         token = token.masked_fill(finished, tokenizer.pad_token_id)
         mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)  # the EOS itself is attended
         finished |= token == tokenizer.eos_token_id
