@@ -2,7 +2,9 @@
 
 `train`'s options are generated from the fields of `TrainConfig` (minirl.config), so the
 help text lives in one place; an option left out takes the preset's value. Mistakes a
-user can make (bad path, bad data, unknown option value) print one red line and exit 1.
+user can make print one red line: exit code 2 for a usage error (an option out of range, an
+unknown value, options that do not go together), 1 for a bad file, bad data or a run that
+diverged. Ctrl-C during `train` says where --resume continues and exits 130.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from minirl.config import TrainConfig, UserError, config_from, from_preset
+from minirl.config import TrainConfig, UsageError, UserError, config_from, from_preset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
@@ -29,20 +32,29 @@ TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user's mistake into one readable line and exit code 1; bugs still raise."""
+    """Turn a user's mistake into one readable line, exit code 2 for a usage error and 1 for the rest; bugs
+    still raise."""
     try:
         yield
     except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
-        err.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(1) from None
+        err.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: a message may hold "[0, 1]" or a path
+        raise typer.Exit(2 if isinstance(e, UsageError) else 1) from None
 
 
 def train(**options) -> None:
+    from minirl import runs
+    from minirl.train import default_out
     from minirl.train import train as run_training
 
     with user_errors():
         cfg = from_preset(options.pop("preset") or "tiny", options.pop("algo") or "airl", **options)
-        run_training(cfg)
+        try:
+            run_training(cfg)
+        except KeyboardInterrupt:  # Ctrl-C: where the run can be continued from, not a traceback
+            step = runs.last_checkpoint(Path(cfg.out) if cfg.out else default_out(cfg))
+            err.print("interrupted before the first checkpoint; nothing to resume" if step is None else
+                      f"interrupted at step {step}; --resume continues")
+            raise typer.Exit(130) from None
 
 
 train.__signature__ = inspect.Signature([  # one --option per TrainConfig field, its help from the field
@@ -75,6 +87,7 @@ def rerank(
     from minirl.rerank import load_records, rerank_table, save_records
 
     with user_errors():
+        check_rerank_options(n, questions, max_new_tokens, seed, out, samples)
         started = time.time()
         if from_samples:
             records = load_records(from_samples)
@@ -94,6 +107,29 @@ def rerank(
                 json.dump(figures, f, indent=2)
 
 
+def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int, out: str, samples: str) -> None:
+    """Refuse, before any sampling, options out of range (usage errors) and outputs that cannot be written."""
+    from minirl import runs
+
+    for name, value, lowest in (("n", n, 1), ("questions", questions, 1), ("max-new-tokens", max_new_tokens, 0),
+                                ("seed", seed, 0)):
+        check_range(name, value, lowest)
+    for option, path in (("--out", out), ("--samples", samples)):
+        if path:
+            runs.check_output(Path(path), option)
+
+
+def check_range(name: str, value: int | None, lowest: int) -> None:
+    """A rerank/inspect option below `lowest` (or a seed past 2^32 - 1) is a usage error; None: not given."""
+    if value is None:
+        return
+    if value < lowest:
+        raise UsageError(f"--{name} {value}: must be at least {lowest}" if lowest else
+                         f"--{name} {value}: must not be negative")
+    if name == "seed" and value >= 2**32:
+        raise UsageError(f"--seed {value}: must be below 2^32")
+
+
 def sample_records(run: str, reward_from: str, data: str, questions: int, n: int, max_new_tokens: int,
                    seed: int) -> list[dict]:
     """`rerank`'s records: n samples for each of the first `questions` questions (the run's held-out set, or a
@@ -101,7 +137,7 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
     import torch
 
     from minirl import runs
-    from minirl.data import load_gsm8k, load_tasks
+    from minirl.data import DataError, load_gsm8k, load_tasks
     from minirl.rerank import sample_and_score
 
     policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
@@ -109,6 +145,9 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
         err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
     cfg = config_from(config)
     tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
+    if len(tasks) < questions:
+        where = data or f"{run}'s held-out set"
+        raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
     torch.manual_seed(seed)
     return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
                             reward_model, cfg.temperature, cfg.top_p)
@@ -137,7 +176,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     from minirl import localise, runs
 
     with user_errors():
-        response = read_response(trace, trace_file, perturb_kind, localisation)
+        response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
         cfg, head = config_from(config), reward_model.head_kind if reward_model is not None else None
         max_new = max_new_tokens or config.get("max_new_tokens") or 96
@@ -181,22 +220,26 @@ def print_question(where: str, question: str, gold: str | None, head: str | None
     expected = gold.split("####")[-1].strip() if gold is not None else None
     viz.print_traces(traces, where, question, what, Console(), expected)
 
-def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None,
-                  localisation: int | None) -> str | None:
-    """Check `inspect`'s options against each other; the response to score (--trace or --trace-file), if any."""
+def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
+                  max_new_tokens: int | None, seed: int) -> str | None:
+    """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
     from minirl.data import PERTURBATIONS, DataError
 
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
-        raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
+        raise UsageError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:
-        raise DataError("give --trace or --trace-file, not both")
-    if localisation is not None and localisation < 1:
-        raise DataError("--localisation N needs N >= 1")
+        raise UsageError("give --trace or --trace-file, not both")
+    check_range("localisation", localisation, 1)
+    check_range("max-new-tokens", max_new_tokens, 1)
+    check_range("seed", seed, 0)
     if trace_file is None:
         return trace
     if not Path(trace_file).is_file():
         raise DataError(f"--trace-file {trace_file}: no such file")
-    return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+    try:
+        return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"--trace-file {trace_file}: not UTF-8 text (byte {e.start})") from None
 
 
 def held_out_tasks(run: str, config: dict) -> list[dict]:
@@ -209,12 +252,11 @@ def held_out_tasks(run: str, config: dict) -> list[dict]:
 
 def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:
     """(where it comes from, question, expert answer or None): --text when given, else held-out question `index`."""
-    from minirl.data import DataError
 
     if text is not None:
         return "your question", text, None
     if not 0 <= index < len(test):
-        raise DataError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
+        raise UsageError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
     return f"held-out question {index}", test[index]["question"], test[index]["answer"]
 
 
@@ -234,7 +276,7 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     if perturb_kind is not None:
         clean = response if response is not None else gold
         if clean is None:
-            raise DataError("--perturb needs an expert trace: give --question (or --trace) with it")
+            raise UsageError("--perturb needs an expert trace: give --question (or --trace) with it")
         got = perturb(clean, random.Random(seed), perturb_kind)
         if got is None:
             raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")

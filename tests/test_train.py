@@ -83,17 +83,17 @@ def test_resume_ends_where_an_uninterrupted_run_ends(base_run, tmp_path, monkeyp
     assert any(not torch.equal(base[n], whole[n]) for n in whole)  # training did change the policy
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--algo", "bogus"], "--algo 'bogus': choose from"),
-    (["train", "--preset", "nope"], "unknown preset"),
-    (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], "no such"),
-    (["train", "--leave-out", "bogus", "--algo", "pretrain"], "--leave-out 'bogus': choose from"),
-    (["rerank", "--run", "/nonexistent/run"], "not a minirl run folder"),
+@pytest.mark.parametrize("args, code, message", [  # exit code 2: a usage error; 1: a bad file or data
+    (["train", "--algo", "bogus"], 2, "--algo 'bogus': choose from"),
+    (["train", "--preset", "nope"], 2, "unknown preset"),
+    (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], 1, "no such"),
+    (["train", "--leave-out", "bogus", "--algo", "pretrain"], 2, "--leave-out 'bogus': choose from"),
+    (["rerank", "--run", "/nonexistent/run"], 1, "not a minirl run folder"),
 ])
-def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):
+def test_cli_errors_are_one_line(args, code, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert "Traceback" not in result.output
     lines = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.output
