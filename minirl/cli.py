@@ -124,8 +124,7 @@ def check_range(name: str, value: int | None, lowest: int) -> None:
     if value is None:
         return
     if value < lowest:
-        raise UsageError(f"--{name} {value}: must be at least {lowest}" if lowest else
-                         f"--{name} {value}: must not be negative")
+        raise UsageError(f"--{name} {value}: " + (f"must be at least {lowest}" if lowest else "must not be negative"))
     if name == "seed" and value >= 2**32:
         raise UsageError(f"--seed {value}: must be below 2^32")
 

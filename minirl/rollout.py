@@ -143,10 +143,9 @@ def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_n
     """`n` samples of every question, `batch_size` sequences at a time (a question's samples are
     neighbours). Yields (question index of each row, sampled batch)."""
     jobs = [i for i in range(len(questions)) for _ in range(n)]  # question index of every sample
-    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False)
-    for start in range(0, len(jobs), batch_size):
-        rows = jobs[start: start + batch_size]
-        prompts = [format_prompt(questions[i], tokenizer) for i in rows]
-        yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
-        bar.update(len(rows))
-    bar.close()
+    with tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False) as bar:
+        for start in range(0, len(jobs), batch_size):  # the bar is cleared on an error too, before its one line
+            rows = jobs[start: start + batch_size]
+            prompts = [format_prompt(questions[i], tokenizer) for i in rows]
+            yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
+            bar.update(len(rows))
