@@ -163,5 +163,5 @@ def test_lora_airl_run_saves_merged_plain_checkpoints(base_run, tmp_path):
     policy, _, reward_model, _ = runs.load_run(tmp_path / "lora")  # merged: loads as a plain model
     assert not hasattr(policy, "peft_config") and reward_model is not None
     base = load_file(base_run[0] / "policy/model.safetensors")
-    tuned = load_file(tmp_path / "lora/checkpoint/policy/model.safetensors")
+    tuned = load_file(tmp_path / "lora/checkpoint-000002/policy/model.safetensors")
     assert base.keys() == tuned.keys()  # no adapter names leak into the saved weights
