@@ -3,8 +3,10 @@
 `train`'s options are generated from the fields of `TrainConfig` (minirl.config), so the
 help text lives in one place: --help shows TrainConfig's defaults, the tiny preset's values
 where they differ, and the allowed values of each choice; an option left out takes the
-preset's value (`--print-config` shows the result). Mistakes a user can make (bad path,
-bad data, unknown option value) print one red line and exit 1.
+preset's value (`--print-config` shows the result). Mistakes a user can make print one red
+line: exit code 2 for a usage error (an option out of range, an unknown value, options that
+do not go together), 1 for a bad file, bad data or a run that diverged. Ctrl-C during
+`train` says where --resume continues and exits 130.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from minirl.config import CHOICES, PRESETS, TrainConfig, UserError, check, config_from, from_preset
+from minirl.config import CHOICES, PRESETS, TrainConfig, UsageError, UserError, check, config_from, from_preset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
@@ -32,15 +34,20 @@ TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user's mistake into one readable line and exit code 1; bugs still raise."""
+    """Turn a user's mistake into one readable line, exit code 2 for a usage error and 1 for the rest; bugs
+    still raise."""
     try:
         yield
     except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
         err.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "pip install '.[plot]'" is no style tag
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(e, UsageError) else 1) from None
 
 
 def train(ctx: typer.Context, print_config: bool, **options) -> None:
+    from minirl import runs
+    from minirl.train import default_out
+    from minirl.train import train as run_training
+
     # only the options given on the command line override the preset; by name, as newer typers vendor click
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
     with user_errors():
@@ -48,9 +55,13 @@ def train(ctx: typer.Context, print_config: bool, **options) -> None:
         if print_config:
             typer.echo(json.dumps(asdict(cfg), indent=2))
             return
-        from minirl.train import train as run_training
-
-        run_training(cfg)
+        try:
+            run_training(cfg)
+        except KeyboardInterrupt:  # Ctrl-C: where the run can be continued from, not a traceback
+            step = runs.last_checkpoint(Path(cfg.out) if cfg.out else default_out(cfg))
+            err.print("interrupted before the first checkpoint; nothing to resume" if step is None else
+                      f"interrupted at step {step}; --resume continues")
+            raise typer.Exit(130) from None
     print_next_commands(cfg)
 
 
@@ -128,6 +139,7 @@ def rerank(
     from minirl.rerank import load_records, rerank_table, save_records
 
     with user_errors():
+        check_rerank_options(n, questions, max_new_tokens, seed, out, samples)
         started = time.time()
         if from_samples:
             records = load_records(from_samples)
@@ -147,6 +159,28 @@ def rerank(
                 json.dump(figures, f, indent=2)
 
 
+def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int, out: str, samples: str) -> None:
+    """Refuse, before any sampling, options out of range (usage errors) and outputs that cannot be written."""
+    from minirl import runs
+
+    for name, value, lowest in (("n", n, 1), ("questions", questions, 1), ("max-new-tokens", max_new_tokens, 0),
+                                ("seed", seed, 0)):
+        check_range(name, value, lowest)
+    for option, path in (("--out", out), ("--samples", samples)):
+        if path:
+            runs.check_output(Path(path), option)
+
+
+def check_range(name: str, value: int | None, lowest: int) -> None:
+    """A rerank/inspect option below `lowest` (or a seed past 2^32 - 1) is a usage error; None: not given."""
+    if value is None:
+        return
+    if value < lowest:
+        raise UsageError(f"--{name} {value}: " + (f"must be at least {lowest}" if lowest else "must not be negative"))
+    if name == "seed" and value >= 2**32:
+        raise UsageError(f"--seed {value}: must be below 2^32")
+
+
 def sample_records(run: str, reward_from: str, data: str, questions: int, n: int, max_new_tokens: int,
                    seed: int) -> list[dict]:
     """`rerank`'s records: n samples for each of the first `questions` questions (the run's held-out set, or a
@@ -154,7 +188,7 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
     import torch
 
     from minirl import runs
-    from minirl.data import load_gsm8k, load_tasks
+    from minirl.data import DataError, load_gsm8k, load_tasks
     from minirl.rerank import sample_and_score
 
     policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
@@ -162,6 +196,9 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
         err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
     cfg = config_from(config)
     tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
+    if len(tasks) < questions:
+        where = data or f"{run}'s held-out set"
+        raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
     torch.manual_seed(seed)
     return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
                             reward_model, cfg.temperature, cfg.top_p)
@@ -192,7 +229,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     from minirl import localise, runs
 
     with user_errors():
-        response = read_response(trace, trace_file, perturb_kind, localisation, html, palette)
+        response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
         cfg, head = config_from(config), reward_model.head_kind if reward_model is not None else None
         max_new = max_new_tokens or config.get("max_new_tokens") or 96
@@ -242,26 +279,31 @@ def print_question(where: str, question: str, gold: str | None, head: str | None
     viz.print_traces(traces, where, question, what, Console(), expected, palette)
 
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
-                  html: str | None = None, palette: str = "blue-orange") -> str | None:
-    """Check `inspect`'s options against each other; the response to score (--trace or --trace-file), if any."""
+                  max_new_tokens: int | None, seed: int, html: str | None = None,
+                  palette: str = "blue-orange") -> str | None:
+    """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
     from minirl.data import PERTURBATIONS, DataError
     from minirl.viz import PALETTES
 
     if palette not in PALETTES:
-        raise DataError(f"--palette {palette!r}: choose from {', '.join(PALETTES)}")
+        raise UsageError(f"--palette {palette!r}: choose from {', '.join(PALETTES)}")
     if html is not None and localisation is not None:
-        raise DataError("--html saves the per-token view; --localisation prints tables (use --json to keep them)")
+        raise UsageError("--html saves the per-token view; --localisation prints tables (use --json to keep them)")
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
-        raise DataError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
+        raise UsageError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:
-        raise DataError("give --trace or --trace-file, not both")
-    if localisation is not None and localisation < 1:
-        raise DataError("--localisation N needs N >= 1")
+        raise UsageError("give --trace or --trace-file, not both")
+    check_range("localisation", localisation, 1)
+    check_range("max-new-tokens", max_new_tokens, 1)
+    check_range("seed", seed, 0)
     if trace_file is None:
         return trace
     if not Path(trace_file).is_file():
         raise DataError(f"--trace-file {trace_file}: no such file")
-    return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+    try:
+        return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"--trace-file {trace_file}: not UTF-8 text (byte {e.start})") from None
 
 
 def held_out_tasks(run: str, config: dict) -> list[dict]:
@@ -274,12 +316,11 @@ def held_out_tasks(run: str, config: dict) -> list[dict]:
 
 def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:
     """(where it comes from, question, expert answer or None): --text when given, else held-out question `index`."""
-    from minirl.data import DataError
 
     if text is not None:
         return "your question", text, None
     if not 0 <= index < len(test):
-        raise DataError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
+        raise UsageError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
     return f"held-out question {index}", test[index]["question"], test[index]["answer"]
 
 
@@ -299,7 +340,7 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     if perturb_kind is not None:
         clean = response if response is not None else gold
         if clean is None:
-            raise DataError("--perturb needs an expert trace: give --question (or --trace) with it")
+            raise UsageError("--perturb needs an expert trace: give --question (or --trace) with it")
         got = perturb(clean, random.Random(seed), perturb_kind)
         if got is None:
             raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field, fields, replace
 
 
 class UserError(ValueError):
-    """A mistake in what the user asked for (bad option, path or data): printed as one line."""
+    """A mistake in what the user asked for (bad option, path or data): printed as one line, exit code 1."""
+
+
+class UsageError(UserError):
+    """An option out of range, an unknown value, or options that do not go together: exit code 2."""
+
+
+class NumericalError(UserError):
+    """Training diverged (a NaN or infinite loss, reward or gradient): the run stops, nothing non-finite saved."""
 
 
 def opt(default, help: str):
@@ -118,7 +126,7 @@ def from_preset(name: str, algo: str = "airl", **overrides) -> TrainConfig:
     """TrainConfig's defaults, then the preset's ("*" and `algo`), then `overrides`
     (None values ignored: an option not given on the command line)."""
     if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = {**PRESETS[name].get("*", {}), **PRESETS[name].get(algo, {})}
     cfg = replace(TrainConfig(), preset=name, algo=algo, **preset)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -145,7 +153,7 @@ NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl
                 "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
-             "misconception_rate": "[0, 1]"}
+             "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
 
 
 def check(cfg: TrainConfig) -> TrainConfig:
@@ -153,23 +161,27 @@ def check(cfg: TrainConfig) -> TrainConfig:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             shown = ", ".join(str(a) or "''" for a in allowed)  # '' : the empty choice (none)
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {shown}")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {shown}")
     for name in AT_LEAST_ONE:
         if getattr(cfg, name) < 1:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
     for name in NOT_NEGATIVE:
         if getattr(cfg, name) < 0:
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
     for name, interval in INTERVALS.items():
         if not inside(getattr(cfg, name), interval):
-            raise UserError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
-        raise UserError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
-                        "D <= 0.5, below the expert target (M2)")
+        raise UsageError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
+                         "D <= 0.5, below the expert target (M2)")
     if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--report-to tensorboard needs tensorboard: pip install -e '.[track]'")
+    if cfg.resume and cfg.overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    if cfg.resume and cfg.lora_rank > 0:
+        raise UsageError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
     if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
-        raise UserError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
+        raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
     return cfg
 
 

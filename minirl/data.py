@@ -15,7 +15,7 @@ import random
 import re
 from pathlib import Path
 
-from minirl.config import TrainConfig, UserError
+from minirl.config import TrainConfig, UsageError, UserError
 from minirl.world import make_world
 
 # One number, written whole: a sign and a `$` may lead; thousands come in groups of three (1,234 and 12,345,678, never
@@ -88,11 +88,30 @@ def load_tasks(cfg: TrainConfig) -> dict[str, list[dict]]:
     random.Random(cfg.seed).shuffle(train)
     if cfg.test_data:
         test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
+    elif len(train) <= cfg.final_questions:
+        raise DataError(f"{cfg.data}: {len(train)} problems, and --final-questions {cfg.final_questions} of them are "
+                        "held out for evaluation, none left to train on; give --test-data or lower --final-questions")
     else:  # hold out the tail of the shuffled training set
         train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
     if not cfg.calculator_annotations:
         train, test = ([{**t, "answer": strip_calculator(t["answer"])} for t in part] for part in (train, test))
     return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
+
+
+def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
+    """Refuse, in one line naming the data, a data set too small for what `cfg` asks of it."""
+    synthetic = cfg.data == "synthetic"
+    error, where = (UsageError, "the synthetic world") if synthetic else (DataError, cfg.data)
+    wanted = max(cfg.eval_questions, cfg.final_questions)
+    if len(tasks["test"]) < wanted:
+        flag = "--eval-questions" if cfg.eval_questions > cfg.final_questions else "--final-questions"
+        raise error(f"{cfg.test_data if cfg.test_data and not synthetic else where}: {len(tasks['test'])} held-out "
+                    f"problems, fewer than the evaluation asks for ({flag} {wanted})")
+    if cfg.algo in ("airl", "outcome") and len(tasks["rl"]) < cfg.prompts_per_iter:
+        raise error(f"{where}: {len(tasks['rl'])} problems for RL prompts, fewer than --prompts-per-iter "
+                    f"{cfg.prompts_per_iter}")
+    if cfg.algo == "airl" and len(tasks["demos"]) < cfg.disc_batch:
+        raise error(f"{where}: {len(tasks['demos'])} demonstrations, fewer than --disc-batch {cfg.disc_batch}")
 
 
 def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:

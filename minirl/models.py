@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -103,6 +104,9 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+    except SafetensorError as e:  # a weights file cut short (a full disk, an interrupted copy) or overwritten
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+        raise ModelError(f"{files[0] if len(files) == 1 else path}: truncated or corrupt safetensors ({e})") from None
     except (OSError, ValueError) as e:  # missing files, or a folder that holds no model
         raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {str(e).splitlines()[0]}") from None
     if gguf_file:  # GGUF weights are de-quantized on load: drop the marker so the model saves like any other
@@ -244,9 +248,15 @@ class RewardModel(nn.Module):
         folder = Path(folder)
         if not (folder / "reward.json").is_file():
             raise ModelError(f"{folder}: not a reward model folder (no reward.json)")
-        head = json.loads((folder / "reward.json").read_text())["head"]
+        try:
+            head = json.loads((folder / "reward.json").read_text())["head"]
+        except (ValueError, KeyError, TypeError):
+            raise ModelError(f"{folder / 'reward.json'}: not JSON naming the reward head") from None
         lm, _ = load_lm(str(folder / "backbone"), dtype=dtype)
         rm = cls(lm, head)
         if rm.head is not None:
-            rm.head.load_state_dict(load_file(folder / "head.safetensors"))
+            try:
+                rm.head.load_state_dict(load_file(folder / "head.safetensors"))
+            except (OSError, RuntimeError, SafetensorError) as e:
+                raise ModelError(f"{folder / 'head.safetensors'}: missing, truncated or corrupt ({e})") from None
         return rm

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from minirl.config import NumericalError
 from minirl.data import format_prompt
 from minirl.models import position_ids
 
@@ -124,7 +125,11 @@ def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
         out = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                  logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1].float()  # [B, V]
-        token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits / temperature, top_p)
+        if temperature > 0:
+            logits = logits / temperature
+        if not (logits < float("inf")).all():  # NaN or +inf (-inf masks a token): diverged weights, say so
+            raise NumericalError("the policy's next-token logits are NaN or infinite")
+        token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits, top_p)
         token = token.masked_fill(finished, tokenizer.pad_token_id)
         mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)  # the EOS itself is attended
         finished |= token == tokenizer.eos_token_id
@@ -144,10 +149,9 @@ def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_n
     """`n` samples of every question, `batch_size` sequences at a time (a question's samples are
     neighbours). Yields (question index of each row, sampled batch)."""
     jobs = [i for i in range(len(questions)) for _ in range(n)]  # question index of every sample
-    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False)
-    for start in range(0, len(jobs), batch_size):
-        rows = jobs[start: start + batch_size]
-        prompts = [format_prompt(questions[i], tokenizer) for i in rows]
-        yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
-        bar.update(len(rows))
-    bar.close()
+    with tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False) as bar:
+        for start in range(0, len(jobs), batch_size):  # the bar is cleared on an error too, before its one line
+            rows = jobs[start: start + batch_size]
+            prompts = [format_prompt(questions[i], tokenizer) for i in rows]
+            yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
+            bar.update(len(rows))

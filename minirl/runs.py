@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -29,12 +30,13 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer
 
 import minirl
-from minirl.config import TrainConfig, UserError
+from minirl.config import NumericalError, TrainConfig, UserError
 from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, save_lm
 
 console = Console(stderr=True)
@@ -43,6 +45,9 @@ NOT_HASHED = ("resume", "overwrite", "out", "report_to")  # how a run is started
 STEP_KEYS = ("iter", "eval_step", "warmup_step", "step")  # what each kind of metrics.jsonl row counts
 ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json",
              "tensorboard")  # what a fresh start clears
+# Checked at every logged step (SFT step, discriminator step, PPO iteration): a NaN or inf here stops the run.
+MUST_BE_FINITE = ("loss", "grad_norm", "disc_loss", "disc_grad_norm", "reward_per_seq", "value_loss", "approx_kl",
+                  "ratio", "entropy", "kl_ref")
 
 
 class RunError(UserError):
@@ -55,11 +60,16 @@ class Run:
     started: float
     last: dict  # the latest logged values, for the live view
     tensorboard: object | None = None  # a SummaryWriter with --report-to tensorboard
+    at: str = "the start"  # where training is, for messages: "airl step 3", "discriminator warm-up step 2"
 
     def log(self, stats: dict) -> None:
+        """Append `stats` to metrics.jsonl; a non-finite loss, reward or gradient norm stops the run."""
         self.last.update(stats)
         with open(self.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(finite_or_none(stats)) + "\n")
+        for key in MUST_BE_FINITE:
+            if key in stats and not math.isfinite(stats[key]):
+                raise NumericalError(f"{key} is {stats[key]}")
         step = next((k for k in STEP_KEYS if k in stats), None)
         if self.tensorboard is not None and step is not None:  # the same numbers, tagged by the kind of row
             for key, value in stats.items():
@@ -74,6 +84,7 @@ class Run:
         with bar:
             task = bar.add_task(desc, total=steps.stop, completed=steps.start, info="")
             for step in steps:
+                self.at = f"{desc} step {step + 1}"
                 yield step
                 info = "  ".join(f"{k} {self.last[k]:.3g}" for k in SHOWN if k in self.last)
                 bar.update(task, advance=1, info=info)
@@ -104,7 +115,7 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     """What differs between the run in `folder` and `cfg` (settings, minirl version, and with `code` the source),
     "" when nothing does. A setting that the run's version did not have yet counts as its default: that is what
     the run did."""
-    old = {**asdict(TrainConfig()), **saved_config(folder)}
+    old = {**asdict(TrainConfig()), **saved_config(folder, "; --overwrite replaces the run")}
     changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old[k] != v]
     if changed:
         return ", ".join(f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
@@ -113,12 +124,15 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
 
 
-def saved_config(folder: Path) -> dict:
+def saved_config(folder: Path, hint: str = "") -> dict:
     path = folder / "config.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise RunError(f"{path}: unreadable or not JSON; --overwrite replaces the run") from None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: empty, cut short, not JSON, not UTF-8
+        saved = None
+    if not isinstance(saved, dict):
+        raise RunError(f"{path}: unreadable, empty or not a JSON object (the run's settings){hint}")
+    return saved
 
 
 def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
@@ -132,10 +146,31 @@ def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
         raise RunError(f"{folder} already holds a finished run with these settings; --overwrite trains it again")
 
 
-def start(folder: Path, cfg: TrainConfig) -> Run:
+def check_folder(folder: Path, cfg: TrainConfig) -> None:
+    """What `start` would refuse, checked before any work: a place where the folder cannot be written, a folder
+    holding another run, --resume without a checkpoint."""
+    check_output(folder, "--out", folder=True)
     check_reusable(folder, cfg)
     if cfg.resume and not (folder / "checkpoint.json").exists():
         raise RunError(f"--resume: no checkpoint in {folder}")
+
+
+def check_output(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file's folder must exist; a run folder is
+    created with its parents, so the nearest existing one must be a folder. (Permissions show when writing.)"""
+    if path.exists() and path.is_dir() != folder:
+        raise RunError(f"{option} {path}: {'not a folder' if folder else 'is a folder, not a file'}")
+    existing = path if folder else path.parent
+    while folder and not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.exists():
+        raise RunError(f"{option} {path}: no such folder {existing}")
+    if not existing.is_dir():
+        raise RunError(f"{option} {path}: {existing} is not a folder")
+
+
+def start(folder: Path, cfg: TrainConfig) -> Run:
+    check_folder(folder, cfg)
     folder.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:  # a fresh start: nothing of an earlier attempt may leak into this run
         for path in [*(folder / name for name in ARTEFACTS), *folder.glob("checkpoint-*")]:
@@ -171,6 +206,8 @@ def save_checkpoint(run: Run, step: int, best_sampled_acc: float, best_step: int
     by an atomic rename, and only then are older checkpoint folders removed."""
     name = f"checkpoint-{step:06d}"
     ckpt = run.folder / name
+    for module, what in ((policy, "the policy"), (reward_model, "the reward model"), (value_head, "the value head")):
+        require_finite(module, what)
     shutil.rmtree(ckpt, ignore_errors=True)  # a half-written folder of a crashed attempt at this step
     save_lm(policy, tokenizer, ckpt / "policy")
     if reward_model is not None:
@@ -193,8 +230,6 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
     so far, its step). metrics.jsonl is cut back to what was logged at that checkpoint."""
     if not cfg.resume:
         return 0, -1.0, 0
-    if cfg.lora_rank > 0:
-        raise RunError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
     try:
         state = json.loads((run.folder / "checkpoint.json").read_text())
         ckpt = run.folder / state["folder"]
@@ -205,13 +240,37 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
             value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
         for k, state_dict in torch.load(ckpt / "optim.pt", weights_only=True).items():
             optimizers[k].load_state_dict(state_dict)
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:
+    except pickle.UnpicklingError:  # weights_only refused a pickle that would build objects (and could run code)
+        raise RunError(f"--resume: {ckpt / 'optim.pt'} holds more than tensors; refused to load it") from None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RunError(f"--resume: the checkpoint in {run.folder} cannot be loaded ({reason})") from None
     lines = (run.folder / "metrics.jsonl").read_text().splitlines()[: state["metrics_lines"]]
     (run.folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     console.print(f"resuming from step {state['step']}")
     return state["step"], state["best_sampled_acc"], state["best_step"]
+
+
+def last_checkpoint(folder: Path) -> int | None:
+    """The step of the checkpoint in force in `folder`, None when there is none."""
+    try:
+        return json.loads((folder / "checkpoint.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def require_finite(module: nn.Module | None, what: str) -> None:
+    """A diverged model is never saved: refuse weights holding NaN or inf."""
+    if module is not None and not all(torch.isfinite(v).all() for v in module.state_dict().values()):
+        raise NumericalError(f"{what} has non-finite weights (NaN or inf)")
+
+
+def stopped(run: Run, error: NumericalError) -> NumericalError:
+    """The one line a diverged run stops with: where, what, and what was kept."""
+    step = last_checkpoint(run.folder)
+    kept = f"the checkpoint of step {step} is kept" if step is not None else "no checkpoint was written"
+    return NumericalError(f"{run.at}: {error}; training stopped, {kept}, nothing non-finite saved "
+                          "(a lower --lr or --disc-lr may help)")
 
 
 def write_summary(run: Run, summary: dict) -> dict:

@@ -29,8 +29,8 @@ from minirl.airl import (
     sampled,
     warm_up_discriminator,
 )
-from minirl.config import TrainConfig, check, from_preset
-from minirl.data import format_prompt, is_correct, load_tasks
+from minirl.config import NumericalError, TrainConfig, check, from_preset
+from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.models import (
     autocast,
     frozen_copy,
@@ -49,17 +49,28 @@ from minirl.viz import summary_table
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run one training job described by `cfg`; returns the summary."""
+    """Run one training job described by `cfg`; returns the summary. Options, the run folder and the data are
+    checked before any work, and a refused run creates no folder. A NaN or infinite loss, reward or gradient
+    stops the run with a `NumericalError` (the last checkpoint kept, nothing non-finite saved)."""
     check(cfg)
-    if cfg.algo != "pretrain" and cfg.preset == "tiny" and not cfg.init:
-        cfg = replace(cfg, init=ensure_base_policy(cfg))
-    run = runs.start(Path(cfg.out) if cfg.out else default_out(cfg), cfg)
+    base = base_policy(cfg)
+    if base is not None:
+        cfg = replace(cfg, init=base.out)
+    folder = Path(cfg.out) if cfg.out else default_out(cfg)
+    runs.check_folder(folder, cfg)
     data = load_tasks(cfg)
+    check_sizes(cfg, data)
+    if base is not None:
+        ensure_base_policy(base)
     policy, tokenizer = load_policy(cfg, data)
-    if cfg.algo in ("pretrain", "sft"):
-        return train_sft(cfg, run, policy, tokenizer, data["corpus"] if cfg.algo == "pretrain" else data["demos"],
-                         data["test"])
-    return train_rl(cfg, run, policy, tokenizer, data)
+    run = runs.start(folder, cfg)
+    try:
+        if cfg.algo in ("pretrain", "sft"):
+            return train_sft(cfg, run, policy, tokenizer, data["corpus" if cfg.algo == "pretrain" else "demos"],
+                             data["test"])
+        return train_rl(cfg, run, policy, tokenizer, data)
+    except NumericalError as e:
+        raise runs.stopped(run, e) from None
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -70,18 +81,24 @@ def default_out(cfg: TrainConfig) -> Path:
     return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
 
 
-def ensure_base_policy(cfg: TrainConfig) -> str:
-    """The tiny preset's base policy (pretrained on the misconception corpus): reuse it when it was trained
-    with these settings, build it when missing. Stands in for the paper's off-the-shelf instruct model."""
+def base_policy(cfg: TrainConfig) -> TrainConfig | None:
+    """The run that builds the tiny preset's base policy (pretrained on the misconception corpus) when `cfg`
+    starts from it (tiny preset, no --init); None otherwise. Stands in for the paper's off-the-shelf model."""
+    if cfg.algo == "pretrain" or cfg.preset != "tiny" or cfg.init:
+        return None
     base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=cfg.size, n_corpus=cfg.n_corpus,
                        misconception_rate=cfg.misconception_rate)
-    folder = default_out(base)
+    return replace(base, out=str(default_out(base)))
+
+
+def ensure_base_policy(base: TrainConfig) -> None:
+    """Reuse the base policy when it was trained with these settings, build it when missing."""
+    folder = Path(base.out)
     if (folder / "summary.json").exists():
         runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
-        return str(folder)
+        return
     runs.console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
-    train(replace(base, out=str(folder)))
-    return str(folder)
+    train(base)
 
 
 def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, best_step: int, policy,
@@ -91,6 +108,7 @@ def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc:
     figures = evaluate(cfg, policy, tokenizer, test[: cfg.eval_questions], reward_model)
     if figures["sampled_acc"] > best_acc:
         best_acc, best_step = figures["sampled_acc"], step
+        runs.require_finite(policy, "the policy")
         save_lm(policy, tokenizer, run.folder / "policy")
     run.log({"eval_step": step, **figures, "best_sampled_acc": best_acc, "best_step": best_step})
     runs.console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
@@ -104,8 +122,10 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
         device, dtype = pick_device()
         policy = load_lm(str(run.folder / "policy"), dtype=dtype)[0].to(device)
     else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
+        runs.require_finite(policy, "the policy")
         save_lm(policy, tokenizer, run.folder / "policy")
     if reward_model is not None:
+        runs.require_finite(reward_model, "the reward model")
         reward_model.save(run.folder / "reward", tokenizer)
     figures = evaluate(cfg, policy, tokenizer, test[: cfg.final_questions], reward_model,
                        run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
@@ -130,9 +150,10 @@ def sft_loss(policy: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def sft_step(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, micro_batch_size: int = 0,
-             precision: str = "fp32") -> float:
+             precision: str = "fp32") -> tuple[float, float]:
     """One optimiser step of `sft_loss` on `batch`, its gradient accumulated over chunks of `micro_batch_size`
-    rows (0: one chunk): the loss is a token mean, so each chunk's is weighted by its share of the tokens."""
+    rows (0: one chunk): the loss is a token mean, so each chunk's is weighted by its share of the tokens.
+    Returns (loss, gradient norm before clipping)."""
     tokens = batch.response_mask.float().sum(1)  # [B] completion tokens per row
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
@@ -141,9 +162,9 @@ def sft_step(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, 
             loss = sft_loss(policy, batch.select(rows)) * (tokens[rows].sum() / tokens.sum())
         loss.backward()
         total += loss.item()
-    nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
     optimizer.step()
-    return total
+    return total, grad_norm.item()
 
 
 def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], test: list[dict]) -> dict:
@@ -158,9 +179,9 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         rng = random.Random(cfg.seed * 100_003 + step)  # the data order depends only on (seed, step)
         idx = [rng.randrange(len(tasks)) for _ in range(cfg.prompts_per_iter)]
         batch = encode(tokenizer, [prompts[i] for i in idx], [tasks[i]["answer"] for i in idx]).to(device)
-        loss = sft_step(policy, optimizer, batch, cfg.micro_batch_size, cfg.precision)
+        loss, grad_norm = sft_step(policy, optimizer, batch, cfg.micro_batch_size, cfg.precision)
         schedule.step()
-        run.log({"step": step + 1, "loss": loss, "lr": schedule.get_last_lr()[0]})
+        run.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
                                                          tokenizer, test)

@@ -181,10 +181,11 @@ def test_inspect_localisation_json(run_dir: Path) -> None:
     assert figures["perturbed"]["hit@1"]["reward"] == figures["perturbed"]["hit@1"]["policy_logprob"]
 
 
-@pytest.mark.parametrize("args", [["--run", "/nonexistent"], ["--perturb", "bogus"], ["--question", "100000"]])
-def test_inspect_user_errors(run_dir: Path, args: list[str]) -> None:
+@pytest.mark.parametrize("args, code", [(["--run", "/nonexistent"], 1), (["--perturb", "bogus"], 2),
+                                        (["--question", "100000"], 2)])  # 2: a usage error
+def test_inspect_user_errors(run_dir: Path, args: list[str], code: int) -> None:
     result = invoke(*(["--run", str(run_dir)] if args[0] != "--run" else []), *args)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     lines = result.output.strip().splitlines()  # transformers' "Loading weights" bar may come first, on stderr
     assert lines[-1].startswith("error:") and sum("error" in line for line in lines) == 1, result.output
     assert "Traceback" not in result.output and result.stdout == ""

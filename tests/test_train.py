@@ -58,9 +58,24 @@ def test_airl_run_writes_reward_model_and_timings(base_run, tmp_path):
     assert reward_model is not None and reward_model.head_kind == "token"
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(base_run, tmp_path, monkeypatch):
-    train(airl_config(base_run[0], tmp_path / "whole"))
+@pytest.fixture(scope="module")
+def whole_run(base_run, tmp_path_factory):
+    """A 4-iteration AIRL run, never interrupted (checkpoints at iterations 2 and 4)."""
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    train(airl_config(base_run[0], out))
+    return out
 
+
+def assert_same_weights(folder, other):
+    """The policy and reward model of the final checkpoints (iteration 4) of two runs are equal."""
+    for part in ("policy/model.safetensors", "reward/backbone/model.safetensors"):
+        mine, theirs = load_file(folder / "checkpoint-000004" / part), load_file(other / "checkpoint-000004" / part)
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(base_run, whole_run, tmp_path, monkeypatch):
     checkpoint = runs.save_checkpoint
 
     def checkpoint_then_crash(*args, **kwargs):
@@ -74,26 +89,56 @@ def test_resume_ends_where_an_uninterrupted_run_ends(base_run, tmp_path, monkeyp
     monkeypatch.setattr(runs, "save_checkpoint", checkpoint)
     train(replace(cfg, resume=True))
 
-    whole = load_file(tmp_path / "whole/checkpoint-000004/policy/model.safetensors")
-    resumed = load_file(tmp_path / "cut/checkpoint-000004/policy/model.safetensors")
-    assert whole.keys() == resumed.keys()
-    for name in whole:
-        torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6)
+    assert_same_weights(tmp_path / "cut", whole_run)
     base = load_file(base_run[0] / "policy/model.safetensors")
+    whole = load_file(whole_run / "checkpoint-000004/policy/model.safetensors")
     assert any(not torch.equal(base[n], whole[n]) for n in whole)  # training did change the policy
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--algo", "bogus"], "--algo 'bogus': choose from"),
-    (["train", "--preset", "nope"], "unknown preset"),
-    (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], "no such"),
-    (["train", "--leave-out", "bogus", "--algo", "pretrain"], "--leave-out 'bogus': choose from"),
-    (["rerank", "--run", "/nonexistent/run"], "not a minirl run folder"),
+def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_one_in_force(base_run, whole_run, tmp_path,
+                                                                            monkeypatch):
+    save, calls = runs.torch.save, []
+
+    def full_disk_on_the_second_checkpoint(*args, **kwargs):  # optim.pt, written after policy/ and reward/
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(runs.torch, "save", full_disk_on_the_second_checkpoint)
+    cfg = airl_config(base_run[0], tmp_path / "cut")
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg)
+    cut = tmp_path / "cut"
+    assert runs.last_checkpoint(cut) == 2  # checkpoint.json still names the complete checkpoint of iteration 2
+    assert (cut / "checkpoint-000004/policy").is_dir() and not (cut / "checkpoint-000004/optim.pt").exists()
+    monkeypatch.setattr(runs.torch, "save", save)
+    train(replace(cfg, resume=True))
+
+    assert_same_weights(cut, whole_run)
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-000004"]
+    # metrics.jsonl was cut back to the checkpoint's step on --resume: no row twice, the same rows as the whole run
+    logged, whole = ([json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+                     for folder in (cut, whole_run))
+    for key in ("warmup_step", "iter", "eval_step"):
+        assert [m[key] for m in logged if key in m] == [m[key] for m in whole if key in m]
+    assert [m["iter"] for m in logged if "iter" in m] == [1, 2, 3, 4]
+    for mine, theirs in zip(logged, whole):
+        if "iter" in mine:
+            assert mine["disc_loss"] == pytest.approx(theirs["disc_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("args, code, message", [  # exit code 2: a usage error; 1: a bad file or data
+    (["train", "--algo", "bogus"], 2, "--algo 'bogus': choose from"),
+    (["train", "--preset", "nope"], 2, "unknown preset"),
+    (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], 1, "no such"),
+    (["train", "--leave-out", "bogus", "--algo", "pretrain"], 2, "--leave-out 'bogus': choose from"),
+    (["rerank", "--run", "/nonexistent/run"], 1, "not a minirl run folder"),
 ])
-def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):
+def test_cli_errors_are_one_line(args, code, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert "Traceback" not in result.output
     lines = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.output
@@ -118,5 +163,5 @@ def test_lora_airl_run_saves_merged_plain_checkpoints(base_run, tmp_path):
     policy, _, reward_model, _ = runs.load_run(tmp_path / "lora")  # merged: loads as a plain model
     assert not hasattr(policy, "peft_config") and reward_model is not None
     base = load_file(base_run[0] / "policy/model.safetensors")
-    tuned = load_file(tmp_path / "lora/checkpoint/policy/model.safetensors")
+    tuned = load_file(tmp_path / "lora/checkpoint-000002/policy/model.safetensors")
     assert base.keys() == tuned.keys()  # no adapter names leak into the saved weights
