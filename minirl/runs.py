@@ -68,7 +68,7 @@ class Run:
         with open(self.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(finite_or_none(stats)) + "\n")
         for key in MUST_BE_FINITE:
-            if key in stats and not math.isfinite(stats[key]):
+            if isinstance(stats.get(key), float) and not math.isfinite(stats[key]):
                 raise NumericalError(f"{key} is {stats[key]}")
         step = next((k for k in STEP_KEYS if k in stats), None)
         if self.tensorboard is not None and step is not None:  # the same numbers, tagged by the kind of row

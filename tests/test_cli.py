@@ -41,7 +41,7 @@ def test_print_config_gives_the_preset_values_then_the_options():
 ])
 def test_a_bad_choice_is_one_error_line(args, message):
     result = invoke("train", *args, "--print-config")
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output  # a usage error
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
 

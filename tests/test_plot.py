@@ -120,7 +120,7 @@ def test_inspect_html(run_dir: Path, tmp_path: Path) -> None:
     html = (tmp_path / "view.html").read_text()
     assert "apples" in html and "held-out question 0" in html and "background-color" in html
     result = invoke("inspect", "--run", str(run_dir), "--palette", "rainbow")
-    assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith("error: --palette 'rainbow'")
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("error: --palette 'rainbow'")
 
 
 # ---------------------------------------------------------------- a micro run: its figure and model cards
@@ -196,7 +196,7 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(tmp_path: Path) -> None:
 
 def test_report_to_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("train", "--report-to", "wandb", "--out", str(tmp_path / "run"))
-    assert result.exit_code == 1 and result.output.strip() == "error: --report-to 'wandb': choose from '', tensorboard"
+    assert result.exit_code == 2 and result.output.strip() == "error: --report-to 'wandb': choose from '', tensorboard"
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed: find_spec gives None
     result = invoke("train", "--report-to", "tensorboard", "--out", str(tmp_path / "run"))
     assert result.exit_code == 1
