@@ -41,6 +41,9 @@ def user_errors() -> Iterator[None]:
     except (UserError, OSError) as e:  # OSError: a file the user named cannot be read or written
         err.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "pip install '.[plot]'" is no style tag
         raise typer.Exit(2 if isinstance(e, UsageError) else 1) from None
+    except KeyboardInterrupt:  # Ctrl-C in rerank or inspect: nothing to continue from, so one word suffices
+        err.print("interrupted")
+        raise typer.Exit(130) from None
 
 
 def train(ctx: typer.Context, print_config: bool, **options) -> None:

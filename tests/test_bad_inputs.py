@@ -206,6 +206,17 @@ def test_ctrl_c_says_where_resume_continues(run_dir, tmp_path, monkeypatch):
     assert [m["eval_step"] for m in logged if "eval_step" in m] == [1, 2, 3]
 
 
+def test_ctrl_c_in_rerank_is_one_word(run_dir, tmp_path, monkeypatch):
+    from minirl import cli
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "sample_records", ctrl_c)
+    result = invoke(["rerank", "--run", "{run}"], run_dir, tmp_path)
+    assert result.exit_code == 130 and result.output.strip() == "interrupted"
+
+
 # ---------------------------------------------------------------- numerical faults
 
 
