@@ -53,21 +53,28 @@ def strip_calculator(text: str) -> str:
     return re.sub(r"<<[^<>]*>>", "", text)
 
 
-def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
+def read_jsonl(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed JSON) of every non-empty line; a missing file, non-UTF-8 text or a line that is not
+    JSON is one DataError naming the file (and line)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                rows.append((i, json.loads(line)))
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{i}: not valid JSON") from None
+    return rows
+
+
+def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
     tasks = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{path}:{i}: not valid JSON") from None
+    for i, row in read_jsonl(path):
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("question", "answer")):
             raise DataError(f"{path}:{i}: needs string fields 'question' and 'answer'")
         if extract_answer(row["answer"]) is None:  # no reply could ever be judged right against it

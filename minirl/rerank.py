@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minirl.config import TrainConfig
-from minirl.data import DataError, extract_answer, format_prompt, is_correct
+from minirl.data import DataError, extract_answer, format_prompt, is_correct, read_jsonl
 from minirl.metrics import (
     auroc,
     bootstrap_ci,
@@ -198,20 +198,8 @@ def save_records(records: list[dict], path: str | Path) -> None:
 def load_records(path: str | Path) -> list[dict]:
     """Records saved by `save_records`; a file that is not such records is refused in one line naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{path}:{i}: not valid JSON") from None
+    for i, record in read_jsonl(path):
         if not is_record(record):
             raise DataError(f"{path}:{i}: not a sample record (a non-empty 'samples' list, each sample with "
                             f"{', '.join(SAMPLE_KEYS)})")
