@@ -29,6 +29,7 @@ from minirl.airl import (
     sampled,
     warm_up_discriminator,
 )
+from minirl.cards import write_model_card
 from minirl.config import NumericalError, TrainConfig, check, from_preset
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.models import (
@@ -131,7 +132,7 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
                        run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
     summary = runs.write_summary(run, {**figures, "best_step": best_step})
     for kind in ("policy", "reward") if reward_model is not None else ("policy",):
-        runs.write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
+        write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
     Console().print(summary_table(summary, f"{cfg.algo} · {run.folder}"))
     if best_step == 0 and cfg.steps > 0:
         runs.console.print("[yellow]training never beat the starting policy on the held-out evaluation: policy/ "

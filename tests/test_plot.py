@@ -1,6 +1,6 @@
 """Tests for the pictures: `minirl plot` (minirl.plot) on hand-written run files and on a micro run, its one-line
 errors, the per-token view saved as HTML (viz.save_html, `minirl inspect --html`), and the model cards that
-describe a run's saved models (runs.write_model_card)."""
+describe a run's saved models (cards.write_model_card)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from minirl import plot, runs, viz
+from minirl.cards import write_model_card
 from minirl.cli import app
 from minirl.config import from_preset
 
@@ -168,7 +169,7 @@ def test_saved_models_carry_a_model_card(micro_airl: Path) -> None:
     assert f'RewardModel.load("{micro_airl / "reward"}")' in reward_card and "`token` head" in reward_card
     assert "## How it was trained" in (micro_airl.parent / "base" / "policy" / "README.md").read_text()
     assert not (micro_airl.parent / "base" / "reward").exists()
-    card = runs.write_model_card(micro_airl / "policy", "policy", {"algo": "sft", "lr": 1e-3}, None).read_text()
+    card = write_model_card(micro_airl / "policy", "policy", {"algo": "sft", "lr": 1e-3}, None).read_text()
     assert "supervised fine-tuning" in card and "Not evaluated." in card and "| lr | `0.001` |" in card
 
 
