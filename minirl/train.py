@@ -275,7 +275,6 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     (AIRL: after one discriminator step; outcome: correctness); advantages; a PPO update."""
     device = next(policy.parameters()).device
     demos, rl_tasks, test = data["demos"], data["rl"], data["test"]
-    B, G = cfg.prompts_per_iter, cfg.samples_per_prompt
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
     reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
     optimizers = make_optimizers(cfg, policy, value_head, reward_model)
@@ -289,7 +288,8 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     for it in run.progress(range(start, cfg.steps), cfg.algo):
         torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
         rng = random.Random(cfg.seed * 100_003 + it)
-        tasks = [rl_tasks[i] for i in rng.sample(range(len(rl_tasks)), B) for _ in range(G)]  # groups of G
+        tasks = [rl_tasks[i] for i in rng.sample(range(len(rl_tasks)), cfg.prompts_per_iter)  # B prompts,
+                 for _ in range(cfg.samples_per_prompt)]  # each repeated G times: a group
         t0 = time.perf_counter()
 
         # 1. sample: G answers to each of B prompts from the current policy (M4)
@@ -297,8 +297,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         with autocast(cfg.precision, device):  # bf16 matmuls on the fp32 weights under bf16-mixed
             batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks],
                            cfg.max_new_tokens, cfg.temperature, cfg.top_p)
-        texts = batch.texts(tokenizer)
-        t1 = time.perf_counter()
+        texts, t1 = batch.texts(tokenizer), time.perf_counter()
 
         # 2. reward: the learned dense reward (M2) or the outcome (M6), minus the KL penalty (M4)
         old_logp, old_values, logp_at_t1 = score_samples(cfg, policy, value_head, batch)
@@ -307,7 +306,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
                                           tasks, batch, logp_at_t1)
         else:
             rewards, stats = outcome_rewards(batch, texts, tasks), {}
-        mask = batch.response_mask.float()
+        mask = batch.response_mask.float()  # [B*G, T]
         stats["reward_per_seq"] = (rewards * mask).sum(1).mean().item()
         if reference is not None:  # ALGO LOGIC: r_t - beta (log pi - log pi_ref)
             kl = kl_to_reference(cfg, reference, batch, old_logp)
@@ -324,7 +323,6 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
                                 micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
         optimizers["schedule"].step()
         t3 = time.perf_counter()
-
         train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)
         run.log({**stats, "iter": it + 1, "train_acc": train_acc, "response_len": mask.sum(1).mean().item(),
                  "s_sample": t1 - t0, "s_score": t2 - t1, "s_update": t3 - t2})
