@@ -138,7 +138,7 @@ def rerank(
 ) -> None:
     import time
 
-    from minirl import viz
+    from minirl import tables
     from minirl.rerank import load_records, rerank_table, save_records
 
     with user_errors():
@@ -154,8 +154,8 @@ def rerank(
         ks = tuple(k for k in (1, 4, 8, 16, 32) if k <= n_min)
         figures = rerank_table(records, ks, auroc_intervals=AUROC_INTERVALS)
         title = f"success@k|{n_min} on {len(records)} questions ({time.time() - started:.0f} s)"
-        Console().print(viz.rerank_table_view(figures, ks, title))
-        for line in viz.auroc_interval_lines(figures, AUROC_INTERVALS):
+        Console().print(tables.rerank_table_view(figures, ks, title))
+        for line in tables.auroc_interval_lines(figures, AUROC_INTERVALS):
             Console().print(line, markup=False)
         if out:
             with open(out, "w") as f:
@@ -252,13 +252,13 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
 
 
 def print_localisation(figures: dict, as_json: bool) -> None:
-    """`inspect --localisation`'s figures as tables (viz.localisation_report), or as JSON."""
-    from minirl import viz
+    """`inspect --localisation`'s figures as tables (tables.localisation_report), or as JSON."""
+    from minirl import tables
 
     if as_json:
         typer.echo(json.dumps(figures))
         return
-    for part in viz.localisation_report(figures):
+    for part in tables.localisation_report(figures):
         Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
 
 

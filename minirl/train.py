@@ -46,7 +46,7 @@ from minirl.models import (
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, whiten
 from minirl.rerank import evaluate
 from minirl.rollout import Batch, encode, in_chunks, micro_batches, sample
-from minirl.viz import summary_table
+from minirl.tables import summary_table
 
 
 def train(cfg: TrainConfig) -> dict:

@@ -11,19 +11,8 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from minirl.viz import (
-    auroc_interval_lines,
-    localisation_table,
-    plain_trace,
-    print_trace,
-    print_traces,
-    render_trace,
-    rerank_table_view,
-    reward_style,
-    split_steps,
-    summary_table,
-    trace_text,
-)
+from minirl.tables import auroc_interval_lines, localisation_table, rerank_table_view, summary_table
+from minirl.viz import plain_trace, print_trace, print_traces, render_trace, reward_style, split_steps, trace_text
 
 TOKENS = ["Gus", " has", " 3", " apples", ".\n", "He", " buys", "  4", "\n\n", "####", " 7"]
 REWARDS = [0.1, 0.05, 0.3, 0.2, 0.0, 0.1, -0.4, -2.5, 0.1, 0.2, -1.0]  # lowest: token 7 '  4'

@@ -23,7 +23,7 @@ import torch
 from _common import ensure_run, pick
 from rich.console import Console
 
-from minirl import rerank, runs, viz
+from minirl import rerank, runs, tables
 from minirl.config import config_from
 from minirl.data import load_tasks
 
@@ -49,7 +49,7 @@ figures = rerank.rerank_table(records, ks)
 labels = {"random": "random pick", "majority": "majority vote", "logprob": "policy log-prob", "mean": "reward: mean",
           "discounted": "reward: discounted", "oracle": "oracle"}  # the rows to show, in this order
 title = f"best-of-{N}: success@k on {len(records)} questions (CI: 95 % bootstrap)"
-console.print(viz.rerank_table_view(figures, ks, title, labels, ci=True))  # `minirl rerank`'s table, plus CI @1
+console.print(tables.rerank_table_view(figures, ks, title, labels, ci=True))  # `minirl rerank`'s table, plus CI @1
 
 # ---------------------------------------------------------------- 3. what to read off it
 # The gap between "random" and "oracle" at k = 1 is the room a reranker has. The paper's gains at N = 16 were

@@ -24,7 +24,7 @@ import torch
 from _common import ensure_run, pick
 from rich.console import Console
 
-from minirl import localise, runs, viz
+from minirl import localise, runs, tables, viz
 from minirl.config import config_from
 from minirl.data import format_prompt, is_correct, load_tasks, perturb
 from minirl.rollout import sample
@@ -88,7 +88,7 @@ if mark is not None:
 figures = localise.localisation(policy, tokenizer, reward_model, test, pick(100, 6), cfg.max_new_tokens, seed=0,
                                 own_samples=False)["perturbed"]
 title = f"error localisation on {figures['n']} perturbed held-out expert traces"
-console.print(viz.localisation_table(figures, title))  # the table `minirl inspect --localisation` prints
+console.print(tables.localisation_table(figures, title))  # the table `minirl inspect --localisation` prints
 for kind, row in figures["by_kind"].items():
     print(f"Hit@1 on {kind:>8} perturbations (n={row['n']}): reward lowest {row['reward']:.2f}, "
           f"first {row.get('reward_first', float('nan')):.2f}; log-prob lowest {row['policy_logprob']:.2f}, "
