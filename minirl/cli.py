@@ -245,7 +245,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
             print_localisation(figures, as_json)
             return
         where, question_text, gold = pick_question(test, question, text)
-        traces = localise.score_traces(policy, tokenizer, reward_model, question_text, traces_to_show(
+        traces = localise.score_traces(policy, tokenizer, reward_model, question_text, localise.traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
         print_question(where, question_text, gold, head, traces, as_json, html, palette)
 
@@ -325,39 +325,6 @@ def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, 
     if not 0 <= index < len(test):
         raise UsageError(f"--question {index}: out of range 0..{len(test) - 1} (the held-out set)")
     return f"held-out question {index}", test[index]["question"], test[index]["answer"]
-
-
-def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str | None, response: str | None,
-                   perturb_kind: str | None, seed: int, max_new_tokens: int) -> list[dict]:
-    """The trace(s) `inspect` shows for one question, each {label, text, span, correct}. With --perturb: the expert
-    (or given) trace and a perturbed copy, the change's characters as span (M3). Otherwise the given trace or one
-    sample, with its first wrong line as span (synthetic world only: its right solutions are deterministic text)."""
-    import random
-
-    import torch
-
-    from minirl.data import DataError, format_prompt, is_correct, perturb
-    from minirl.localise import first_wrong_line_span
-    from minirl.rollout import sample
-
-    if perturb_kind is not None:
-        clean = response if response is not None else gold
-        if clean is None:
-            raise UsageError("--perturb needs an expert trace: give --question (or --trace) with it")
-        got = perturb(clean, random.Random(seed), perturb_kind)
-        if got is None:
-            raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")
-        return [{"label": "expert trace" if response is None else "given trace", "text": clean, "span": None},
-                {"label": f"perturbed ({perturb_kind})", "text": got[0], "span": got[1]}]
-    label = "given trace"
-    if response is None:
-        torch.manual_seed(seed)
-        batch = sample(policy, tokenizer, [format_prompt(question, tokenizer)], max_new_tokens, cfg.temperature,
-                       cfg.top_p)
-        response, label = batch.texts(tokenizer)[0], "sampled trace"
-    wrong = gold is not None and not is_correct(response, gold)
-    span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
-    return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]
 
 
 @app.command(help="Draw the training curves of one or more runs (overlaid) and their final score histograms as a "

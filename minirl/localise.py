@@ -27,10 +27,11 @@ from math import comb
 
 import torch
 
-from minirl.data import is_correct, perturb
+from minirl.config import TrainConfig, UsageError
+from minirl.data import DataError, format_prompt, is_correct, perturb
 from minirl.metrics import bootstrap_ci
 from minirl.rerank import score_texts
-from minirl.rollout import sample_answers
+from minirl.rollout import sample, sample_answers
 from minirl.viz import split_steps
 
 SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
@@ -284,3 +285,28 @@ def localisation(policy, tokenizer, reward_model, tasks: list[dict], n: int, max
         return {"perturbed": perturbed, "samples": None}
     samples = setting(wrong_sample_items(policy, tokenizer, tasks, n, max_new_tokens, seed))
     return {"perturbed": perturbed, "samples": {"sampled": min(n, len(tasks)), **samples}}
+
+
+def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str | None, response: str | None,
+                   perturb_kind: str | None, seed: int, max_new_tokens: int) -> list[dict]:
+    """The trace(s) `inspect` shows for one question, each {label, text, span, correct}. With --perturb: the expert
+    (or given) trace and a perturbed copy, the change's characters as span (M3). Otherwise the given trace or one
+    sample, with its first wrong line as span (synthetic world only: its right solutions are deterministic text)."""
+    if perturb_kind is not None:
+        clean = response if response is not None else gold
+        if clean is None:
+            raise UsageError("--perturb needs an expert trace: give --question (or --trace) with it")
+        got = perturb(clean, random.Random(seed), perturb_kind)
+        if got is None:
+            raise DataError(f"--perturb {perturb_kind}: the rule does not apply to this trace; try another")
+        return [{"label": "expert trace" if response is None else "given trace", "text": clean, "span": None},
+                {"label": f"perturbed ({perturb_kind})", "text": got[0], "span": got[1]}]
+    label = "given trace"
+    if response is None:
+        torch.manual_seed(seed)
+        batch = sample(policy, tokenizer, [format_prompt(question, tokenizer)], max_new_tokens, cfg.temperature,
+                       cfg.top_p)
+        response, label = batch.texts(tokenizer)[0], "sampled trace"
+    wrong = gold is not None and not is_correct(response, gold)
+    span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
+    return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]

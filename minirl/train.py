@@ -310,16 +310,15 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         stats["reward_per_seq"] = (rewards * mask).sum(1).mean().item()
         if reference is not None:  # ALGO LOGIC: r_t - beta (log pi - log pi_ref)
             kl = kl_to_reference(cfg, reference, batch, old_logp)
-            rewards = rewards - cfg.kl_beta * kl
-            stats["kl_ref"] = kl.sum(1).mean().item()
+            rewards, stats["kl_ref"] = rewards - cfg.kl_beta * kl, kl.sum(1).mean().item()
         t2 = time.perf_counter()
 
         # 3. advantages (M4), then 4. the PPO update
         advantages, returns = estimate_advantages(cfg, rewards, old_values, mask)
         rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
         policy.train()
-        stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs,
-                                cfg.minibatch_size, cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
+        stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs, cfg.minibatch_size,
+                                cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
                                 micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
         optimizers["schedule"].step()
         t3 = time.perf_counter()
