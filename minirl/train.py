@@ -284,7 +284,6 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer, test)
         if reward_model is not None:
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, demos, rl_tasks)
-
     for it in run.progress(range(start, cfg.steps), cfg.algo):
         torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
         rng = random.Random(cfg.seed * 100_003 + it)
