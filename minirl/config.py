@@ -28,7 +28,8 @@ def opt(default, help: str):
 
 @dataclass
 class TrainConfig:
-    algo: str = opt("airl", "pretrain | sft | airl | outcome: what to train (M4, M6)")
+    algo: str = opt("airl", "pretrain | sft | airl | outcome | reward: what to train (M4, M6; reward: the reward "
+                             "model alone, from a sample pool drawn once, M10)")
     preset: str = opt("tiny", "named defaults: tiny (CPU, synthetic world), smollm2 (CPU, GSM8K), gsm8k-qwen0.5b (GPU)")
     out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>; tiny pretrain: runs/base-tiny-s0)")
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
@@ -59,7 +60,7 @@ class TrainConfig:
     temperature: float = opt(1.0, "sampling temperature; log-probs in training use the same (M4)")
     top_p: float = opt(1.0, "nucleus sampling threshold (M4 paper: 0.95)")
     # ---- budget and batch sizes (the three batch knobs)
-    steps: int = opt(120, "optimiser steps (pretrain/sft) or PPO iterations (airl/outcome)")
+    steps: int = opt(120, "optimiser steps (pretrain/sft/reward) or PPO iterations (airl/outcome)")
     prompts_per_iter: int = opt(8, "prompts per iteration (pretrain/sft: examples per step)")
     samples_per_prompt: int = opt(8, "samples per prompt, the group of the `group` estimator (M4)")
     minibatch_size: int = opt(32, "sequences per PPO gradient step")
@@ -80,16 +81,19 @@ class TrainConfig:
     form: str = opt("airl", "discriminator form: airl (D = sigmoid(f - log pi)) or logit (D = sigmoid(z))")
     disc_lr: float = opt(1e-4, "reward model learning rate")
     disc_warmup: int = opt(200, "discriminator steps on base-policy samples before PPO starts")
-    warmup_pool: int = opt(400, "problems the starting policy answers (4 samples each) for the discriminator warm-up")
+    warmup_pool: int = opt(400, "problems the starting policy answers (4 samples each) for the discriminator warm-up "
+                                 "(reward: the sample pool's training problems)")
     warmup_questions: str = opt("demos", "whose problems those are: demos (paired with the experts) or rl (other "
                                          "problems: use it when starting from SFT, which knows the demos by heart)")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
+    train_layers: int = opt(0, "reward: train only the top N decoder layers of the reward model (0 = all); the "
+                                "frozen layers' output is computed once per trace and cached (M10)")
     perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
     reward_clip: float = opt(5.0, "clip per-token rewards to [-c, c] (0 = off)")
     # ---- evaluation
     eval_every: int = opt(20, "iterations/steps between held-out evaluations and checkpoints")
-    eval_questions: int = opt(100, "held-out questions in the periodic evaluation")
+    eval_questions: int = opt(100, "held-out questions in the periodic evaluation (reward: in every evaluation)")
     final_questions: int = opt(500, "held-out questions in the final evaluation")
     eval_batch: int = opt(256, "sequences sampled and scored at once in evaluation (lower it for big models)")
     eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k)")
@@ -109,6 +113,9 @@ PRESETS: dict[str, dict[str, dict]] = {
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
                   disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
                   eval_samples=4, eval_batch=32, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
+        # the reward model alone (M10): ~1 hour on 2 cores, bf16 matmuls (the CPU has them), top 4 of 30 layers
+        "reward": dict(train_layers=4, disc_lr=1e-5, disc_batch=4, micro_batch_size=12, steps=500, eval_every=100,
+                       warmup_pool=64, eval_questions=100, eval_samples=2, n_demos=600, precision="bf16-mixed"),
     },
     "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale
         "*": dict(data="train", test_data="test", init="Qwen/Qwen2.5-0.5B-Instruct",
@@ -140,7 +147,8 @@ def config_from(saved: dict) -> TrainConfig:
 
 # ---------------------------------------------------------------- validation, before any work starts
 
-CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESETS), "size": ("tiny", "micro"),
+CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
+           "size": ("tiny", "micro"),
            "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
            "warmup_questions": ("demos", "rl"),
            "report_to": ("", "tensorboard"),
@@ -149,8 +157,8 @@ CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome"), "preset": tuple(PRESE
 AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
                 "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
                 "n_corpus", "disc_batch", "warmup_pool")
-NOT_NEGATIVE = ("steps", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip", "target_kl",
-                "micro_batch_size")
+NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip",
+                "target_kl", "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}

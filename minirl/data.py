@@ -117,7 +117,7 @@ def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
     if cfg.algo in ("airl", "outcome") and len(tasks["rl"]) < cfg.prompts_per_iter:
         raise error(f"{where}: {len(tasks['rl'])} problems for RL prompts, fewer than --prompts-per-iter "
                     f"{cfg.prompts_per_iter}")
-    if cfg.algo == "airl" and len(tasks["demos"]) < cfg.disc_batch:
+    if cfg.algo in ("airl", "reward") and len(tasks["demos"]) < cfg.disc_batch:
         raise error(f"{where}: {len(tasks['demos'])} demonstrations, fewer than --disc-batch {cfg.disc_batch}")
 
 

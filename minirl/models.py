@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -38,6 +39,12 @@ TINY_SIZES = {  # name: (hidden, layers, heads, mlp)
 }
 hf_logging.disable_progress_bar()  # one progress bar per model load is noise here
 SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>"}
+
+
+# the `cache=` keyword of forward() and its output's `.cache` (older versions fail at the first sampled token)
+if tuple(int(x) for x in transformers.__version__.split(".")[:2]) < (5, 24):
+    raise ImportError(f"minirl needs transformers>=5.24 (found {transformers.__version__}): "
+                      "pip install -U 'transformers>=5.24,<6'")
 
 
 class ModelError(UserError):
@@ -184,6 +191,14 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def logprobs_of(logits: torch.Tensor, input_ids: torch.Tensor, shifted: bool = False) -> torch.Tensor:
+    """log softmax(logits)[next token] aligned with that token, [B, T] (column 0 = 0). `logits` [B, T, V] from
+    the model, or [B, T-1, V] already cut to the positions that predict a token (`shifted`)."""
+    logits = (logits if shifted else logits[:, :-1]).float()
+    logz = torch.logsumexp(logits, dim=-1)  # [B, T-1]
+    return F.pad(logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - logz, (1, 0))
+
+
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                temperature: float = 1.0, value_head: nn.Module | None = None, with_entropy: bool = False):
     """One forward pass -> (logp, entropy, values), each [B, T] and aligned with the token
@@ -193,12 +208,11 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
              output_hidden_states=value_head is not None)
     logits = out.logits[:, :-1].float() / temperature  # [B, T-1, V]: position t predicts token t+1
-    logz = torch.logsumexp(logits, dim=-1)  # [B, T-1]
-    logp = F.pad(logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - logz, (1, 0))  # [B, T]
+    logp = logprobs_of(logits, input_ids, shifted=True)  # [B, T]
     entropy = values = None
     if with_entropy:
         with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
+            logz, probs = torch.logsumexp(logits, dim=-1), torch.softmax(logits, dim=-1)
             entropy = F.pad(logz - (probs * logits).sum(-1), (1, 0))
     if value_head is not None:
         hidden = out.hidden_states[-1][:, :-1]  # [B, T-1, H]

@@ -105,6 +105,28 @@ def summary_table(summary: dict, title: str) -> Table:
     return table
 
 
+FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC",
+               "hit1": "first change of a perturbed copy at the lowest token: Hit@1",
+               "expert_over_wrong": "expert above the policy's own wrong answer"}
+
+
+def fit_table(summary: dict, title: str) -> Table:
+    """`minirl train --algo reward`'s held-out figures: the reward beside the policy's log-prob, 95 % intervals,
+    for each way of scoring a trace (mean, min or last token; Hit@1: the lowest token)."""
+    table = Table(title=title)
+    for name, justify in (("held-out figure", "left"), ("trace score", "left"), ("reward", "right"),
+                          ("policy log-prob", "right")):
+        table.add_column(name, justify=justify)
+    for key, what in FIT_FIGURES.items():
+        for how in ("lowest",) if key == "hit1" else ("mean", "min", "last"):
+            cells = []
+            for score in ("reward", "logprob"):
+                value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")
+                cells.append("-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+            table.add_row(what, how, *cells)
+    return table
+
+
 # ---------------------------------------------------------------- helpers
 
 

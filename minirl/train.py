@@ -32,6 +32,7 @@ from minirl.airl import (
 from minirl.cards import write_model_card
 from minirl.config import NumericalError, TrainConfig, check, from_preset
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
+from minirl.fit_reward import fit_reward
 from minirl.models import (
     autocast,
     frozen_copy,
@@ -69,6 +70,8 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.algo in ("pretrain", "sft"):
             return train_sft(cfg, run, policy, tokenizer, data["corpus" if cfg.algo == "pretrain" else "demos"],
                              data["test"])
+        if cfg.algo == "reward":
+            return fit_reward(cfg, run, policy, tokenizer, data)
         return train_rl(cfg, run, policy, tokenizer, data)
     except NumericalError as e:
         raise runs.stopped(run, e) from None

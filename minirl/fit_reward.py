@@ -1,0 +1,312 @@
+"""The reward model alone, at CPU scale: `minirl train --algo reward` (method.md M2, M3, M10).
+
+What the AIRL loop does in small pieces (sample, one discriminator step, sample again), this mode does once and
+then at length, so that a real model's reward can be trained on 2 cores:
+1. A sample pool, drawn once and kept in the run folder (`pool.jsonl`): the starting policy's answers to
+   `warmup_pool` training problems (4 each) and to `eval_questions` held-out test problems (`eval_samples` each).
+   A rerun, a --resume or a larger pool reads it back and samples only what is missing.
+2. Traces (`Trace`): training experts (the `n_demos` demonstrations), one perturbed copy of each (M3) and the
+   pooled answers; held-out experts, one perturbed copy of each, and the held-out pooled answers.
+3. Features, once per trace: the reward model is a copy of the policy (M2) of which only the top `train_layers`
+   decoder layers and the final norm train. Everything below them is the policy's, frozen, so one forward pass
+   of the policy gives both log pi(y_t) (the `airl` form needs it) and the hidden state entering the trained
+   layers. Both are cached: a discriminator step then runs only the top layers and the head (exact: the
+   reward is the same as the whole model's, tested).
+4. `steps` discriminator steps of `disc_batch` experts against their perturbed copies and as many pooled
+   answers, with M2's token-level loss; gradients accumulated over `micro_batch_size` rows.
+5. Every `eval_every` steps, held-out figures (`heldout_figures`) and a checkpoint that --resume continues from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+from tqdm import tqdm
+
+from minirl import runs
+from minirl.airl import class_weights, discriminator_loss, make_reward_model
+from minirl.cards import write_model_card
+from minirl.config import TrainConfig, UsageError
+from minirl.data import format_prompt, is_correct, perturb
+from minirl.localise import char_to_token_span, lowest
+from minirl.metrics import auroc, bootstrap_ci
+from minirl.models import RewardModel, autocast, logprobs_of, position_ids, save_lm
+from minirl.rollout import make_batch, micro_batches, sample_answers, text_ids
+from minirl.runs import Run
+from minirl.tables import fit_table
+
+
+@dataclass
+class Trace:
+    source: str  # "expert", "perturbed" or "policy" (a pooled sample of the starting policy)
+    question: int  # index of its problem in its split
+    prompt_ids: list[int]
+    response_ids: list[int]
+    correct: bool | None = None  # pooled samples: is the final answer right
+    target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
+    hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
+    logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)
+
+
+# ---------------------------------------------------------------- the sample pool, drawn once
+
+
+def pool_key(cfg: TrainConfig) -> str:
+    """What a pooled sample depends on: a pool drawn under other settings is not reused."""
+    return json.dumps([cfg.init, cfg.gguf_file, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed,
+                       cfg.data, cfg.test_data])
+
+
+def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks: list[dict], n: int) -> list[dict]:
+    """`n` answers of the policy to each of `tasks`, read from `pool.jsonl` where already drawn there; the missing
+    questions are sampled in chunks, each appended to the file as it is done (an interruption loses one chunk)."""
+    path, key = run.folder / "pool.jsonl", pool_key(cfg)
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    have = {r["question"] for r in lines if r["key"] == key and r["split"] == split}
+    missing = [i for i in range(len(tasks)) if i not in have]
+    if missing:
+        runs.console.print(f"sampling {len(missing)} {split} problems x {n} answers for the pool")
+        torch.manual_seed(cfg.seed + len(have))
+        chunk = max(cfg.eval_batch // n, 1) * n  # whole questions per chunk
+        with autocast(cfg.precision, next(policy.parameters()).device), open(path, "a") as f:
+            for rows, batch in sample_answers(policy, tokenizer, [tasks[i]["question"] for i in missing], n,
+                                              cfg.max_new_tokens, cfg.temperature, cfg.top_p, chunk, progress=True):
+                for row, text, (prompt_ids, response_ids) in zip(rows, batch.texts(tokenizer), batch.token_ids()):
+                    i = missing[row]
+                    f.write(json.dumps({"key": key, "split": split, "question": i, "text": text,
+                                        "correct": is_correct(text, tasks[i]["answer"]), "prompt_ids": prompt_ids,
+                                        "response_ids": response_ids}) + "\n")
+                f.flush()
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in lines if r["key"] == key and r["split"] == split and r["question"] < len(tasks)]
+
+
+def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random) -> list[Trace]:
+    """Experts, one perturbed copy of each (its first change as a token range, M3/M7) and pooled answers."""
+    traces = []
+    for i, task in enumerate(tasks):
+        prompt = format_prompt(task["question"], tokenizer)
+        traces.append(Trace("expert", i, *text_ids(tokenizer, prompt, task["answer"])))
+        got = perturb(task["answer"], rng)
+        if got is None:
+            continue
+        prompt_ids, response_ids = text_ids(tokenizer, prompt, got[0])
+        pieces = [tokenizer.decode([t]) for t in response_ids]
+        if "".join(pieces[:-1]) == got[0]:  # tokens that spell the text: the change can be located
+            traces.append(Trace("perturbed", i, prompt_ids, response_ids,
+                                target=char_to_token_span(pieces, got[1])))
+    return traces + [Trace("policy", r["question"], r["prompt_ids"], r["response_ids"], r["correct"])
+                     for r in pooled if r["response_ids"]]
+
+
+# ---------------------------------------------------------------- cached features and the trained top layers
+
+
+def top_layers(lm: nn.Module, k: int) -> nn.Module:
+    """A view of `lm`'s decoder that runs only its top `k` layers (and final norm) on given hidden states
+    (`inputs_embeds`); it shares every weight with `lm`."""
+    decoder = lm.model
+    top = copy.copy(decoder)
+    top._modules = {**decoder._modules, "layers": nn.ModuleList(list(decoder.layers)[len(decoder.layers) - k:])}
+    return top
+
+
+def freeze_below(reward_model: RewardModel, k: int) -> list[nn.Parameter]:
+    """Train the top `k` layers, the final norm and a scalar head; freeze the rest (the embedding and, tied to it,
+    the LM head too, so the cached features stay valid). Returns the trained parameters."""
+    reward_model.requires_grad_(False)
+    trained = [*reward_model.lm.model.layers[-k:], reward_model.lm.model.norm]
+    if reward_model.head is not None:
+        trained.append(reward_model.head)
+    for module in trained:
+        module.requires_grad_(True)
+    return [p for module in trained for p in module.parameters()]
+
+
+@torch.no_grad()
+def cache_features(policy, traces: list[Trace], k: int, pad_id: int, batch_size: int, precision: str) -> None:
+    """One forward pass of the frozen policy per trace: log pi of every token and the hidden state entering the
+    top `k` layers (the reward model's frozen part is the policy's own), kept on the trace."""
+    device = next(policy.parameters()).device
+    todo = [t for t in traces if t.hidden is None]
+    for start in tqdm(range(0, len(todo), batch_size), desc="caching features", unit="batch", leave=False):
+        chunk = todo[start: start + batch_size]
+        batch = make_batch([t.prompt_ids for t in chunk], [t.response_ids for t in chunk], pad_id).to(device)
+        with autocast(precision, device):
+            out = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         position_ids=position_ids(batch.attention_mask), output_hidden_states=True)
+        logp = logprobs_of(out.logits, batch.input_ids)  # [b, T]
+        hidden = out.hidden_states[len(out.hidden_states) - 1 - k].float()  # [b, T, H]: input of layer L - k
+        for row, trace in enumerate(chunk):
+            real = batch.attention_mask[row].bool()
+            trace.hidden, trace.logp = hidden[row][real].cpu(), logp[row][real].float().cpu()
+
+
+def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace], form: str, pad_id: int):
+    """The discriminator's logit for every token of `traces` (M2), from their cached features: (logits [B, T],
+    response mask [B, T]). Pads the traces into minirl's batch layout; only the top layers and the head run."""
+    batch = make_batch([t.prompt_ids for t in traces], [t.response_ids for t in traces], pad_id)
+    device = next(reward_model.parameters()).device
+    batch, real = batch.to(device), batch.attention_mask.bool().to(device)
+    hidden = torch.zeros(*batch.input_ids.shape, traces[0].hidden.shape[-1], device=device)
+    hidden[real] = torch.cat([t.hidden for t in traces]).to(device)  # row-major: trace by trace, token by token
+    policy_logp = torch.zeros(batch.input_ids.shape, device=device)
+    policy_logp[real] = torch.cat([t.logp for t in traces]).to(device)
+    h = top(inputs_embeds=hidden, attention_mask=batch.attention_mask,
+            position_ids=position_ids(batch.attention_mask)).last_hidden_state  # [B, T, H]
+    if reward_model.head is None:  # token head: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
+        P = batch.prompt_len  # the LM head runs where a response token is predicted: ~40 % of its work saved
+        logits = reward_model.lm.lm_head(h[:, P - 1: -1])  # [B, R, V]: the positions that predict y_1..y_R
+        f = F.pad(logprobs_of(logits, batch.input_ids[:, P - 1:], shifted=True)[:, 1:], (P, 0))  # [B, T]
+    else:  # scalar head: z_t
+        f = reward_model.head(h.float()).squeeze(-1).float()
+    return (f - policy_logp if form == "airl" else f), batch.response_mask
+
+
+def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
+             pad_id: int) -> dict[str, float]:
+    """One discriminator step (M2) on cached traces: experts label 1, perturbed and pooled answers label 0, the
+    classes weighted equally; gradients summed over chunks of `micro_batch_size` rows."""
+    device = next(reward_model.parameters()).device
+    is_expert = torch.tensor([t.source == "expert" for t in traces], device=device)
+    weights = class_weights(is_expert)  # [B]
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct = 0.0, {"expert": [], "perturbed": [], "policy": []}
+    for rows in micro_batches(torch.arange(len(traces)), cfg.micro_batch_size):
+        chunk = [traces[i] for i in rows]
+        with autocast(cfg.precision, device):
+            logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
+        chunk_loss = discriminator_loss(logits, mask, is_expert[rows], cfg.label_smoothing, weights[rows])
+        chunk_loss.backward()
+        loss += chunk_loss.item()
+        mean_logit = ((logits * mask).sum(1) / mask.sum(1)).detach()  # [b]: > 0 says expert (mean D > 1/2)
+        for trace, said_expert in zip(chunk, (mean_logit > 0).tolist()):
+            correct[trace.source].append(said_expert == (trace.source == "expert"))
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in reward_model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    return {"disc_loss": loss, "disc_grad_norm": grad_norm.item(),
+            **{f"disc_acc_{s}": sum(c) / len(c) for s, c in correct.items() if c}}
+
+
+# ---------------------------------------------------------------- held-out figures (M7)
+
+
+TRACE_SCORES = ("mean", "min", "last")  # how a trace's per-token scores become one number (M10)
+
+
+@torch.no_grad()
+def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, traces: list[Trace],
+                 pad_id: int) -> list[dict]:
+    """Per trace, over its response tokens, for the discriminator logit (`reward`, what PPO would be paid, M2) and
+    the policy's log pi (`logprob`): the mean, the minimum and the last token's value (the EOS of a complete
+    answer: the one position that has seen the whole trace), and the index of the lowest token (localisation)."""
+    reward_model.eval()
+    device, scored, size = next(reward_model.parameters()).device, [], max(cfg.micro_batch_size, 8)
+    for start in range(0, len(traces), size):
+        chunk = traces[start: start + size]
+        with autocast(cfg.precision, device):
+            logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
+        for row, trace in enumerate(chunk):
+            values = {"reward": logits[row][mask[row].bool()].float().tolist(),
+                      "logprob": trace.logp[len(trace.prompt_ids):].tolist()}
+            scored.append({f"{name}_{how}": value for name, v in values.items() for how, value in
+                           (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]), ("lowest", lowest(v)[0]))})
+    reward_model.train()
+    return scored
+
+
+def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, traces: list[Trace], pad_id: int,
+                    intervals: bool = False) -> dict[str, float]:
+    """On held-out problems, for the reward and for the policy's log-prob (M7, M10), with 95 % bootstrap intervals
+    over problems when `intervals`:
+      clean_vs_perturbed_auroc  does the trace score rank the expert solutions above their perturbed copies;
+      hit1                      is the lowest-scoring token of a perturbed copy inside its first change;
+      expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
+    Trace scores: the mean, min and last token (`TRACE_SCORES`); Hit@1 uses the lowest token."""
+    scores = dict(zip(map(id, traces), trace_scores(cfg, reward_model, top, traces, pad_id)))
+    by_question: dict[int, dict[str, list[Trace]]] = {}
+    for t in traces:
+        by_question.setdefault(t.question, {"expert": [], "perturbed": [], "policy": []})[t.source].append(t)
+    groups = list(by_question.values())
+
+    def clean_vs_perturbed_auroc(gs: list[dict], name: str) -> float:
+        pairs = [(scores[id(t)][name], t.source == "expert") for g in gs for t in g["expert"] + g["perturbed"]]
+        return auroc([s for s, _ in pairs], [y for _, y in pairs])
+
+    def hit1(gs: list[dict], name: str) -> float:
+        hits = [float(t.target[0] <= scores[id(t)][name] < t.target[1]) for g in gs for t in g["perturbed"]]
+        return sum(hits) / len(hits) if hits else float("nan")
+
+    def expert_over_wrong(gs: list[dict], name: str) -> float:
+        per_question = [sum(scores[id(g["expert"][0])][name] > scores[id(w)][name] for w in wrong) / len(wrong)
+                        for g in gs if (wrong := [t for t in g["policy"] if not t.correct])]
+        return sum(per_question) / len(per_question) if per_question else float("nan")
+
+    figures = {}
+    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)),
+                               (expert_over_wrong, TRACE_SCORES)):
+        for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "logprob")):
+            key = f"{metric.__name__}_{name}"
+            figures[key] = metric(groups, name)
+            if intervals:
+                low, high = bootstrap_ci(groups, statistic=lambda gs, m=metric, n=name: m(gs, n), n_boot=500)
+                figures[f"{key}_ci"] = [low, high]
+    return figures
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dict:
+    """Pool, traces, features, then `steps` discriminator steps with held-out figures and checkpoints."""
+    policy.eval().requires_grad_(False)
+    n_layers = len(policy.model.layers)
+    if cfg.train_layers > n_layers:
+        raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
+    pad_id, k = tokenizer.pad_token_id, cfg.train_layers or n_layers
+    reward_model = make_reward_model(cfg, policy, tokenizer)
+    optimizer = torch.optim.AdamW(freeze_below(reward_model, k), lr=cfg.disc_lr)
+    top = top_layers(reward_model.lm, k)
+    demos, test = data["demos"], data["test"][: cfg.eval_questions]
+    train_pool = sample_pool(cfg, run, policy, tokenizer, "train", demos[: cfg.warmup_pool], 4)
+    test_pool = sample_pool(cfg, run, policy, tokenizer, "test", test, cfg.eval_samples)
+    traces = make_traces(tokenizer, demos, train_pool, random.Random(cfg.seed))
+    heldout = make_traces(tokenizer, test, test_pool, random.Random(cfg.seed + 1))
+    cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision)
+    experts = [t for t in traces if t.source == "expert"]
+    perturbed = {t.question: t for t in traces if t.source == "perturbed"}
+    own = [t for t in traces if t.source == "policy"]
+    resuming = cfg.resume and runs.last_checkpoint(run.folder) is not None
+    start, _, _ = runs.resume(run, cfg if resuming else replace(cfg, resume=False), policy, {"disc": optimizer},
+                              reward_model)
+    for step in run.progress(range(start, cfg.steps), "reward model"):
+        rng = random.Random(cfg.seed * 1_000_003 + step)  # the same batches with or without an interruption
+        chosen = rng.sample(experts, min(cfg.disc_batch, len(experts)))
+        batch = (chosen + [perturbed[t.question] for t in chosen if t.question in perturbed]
+                 + rng.sample(own, min(cfg.disc_batch, len(own))))
+        run.log({"step": step + 1, **fit_step(cfg, reward_model, top, optimizer, batch, pad_id)})
+        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            figures = heldout_figures(cfg, reward_model, top, heldout, pad_id)
+            run.log({"eval_step": step + 1, **figures})
+            runs.console.print(f"step {step + 1}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+            runs.save_checkpoint(run, step + 1, -1.0, 0, policy, tokenizer, {"disc": optimizer}, reward_model)
+    figures = heldout_figures(cfg, reward_model, top, heldout, pad_id, intervals=True)
+    run.log({"eval_step": cfg.steps, **{k: v for k, v in figures.items() if not k.endswith("_ci")}})
+    runs.require_finite(reward_model, "the reward model")
+    reward_model.save(run.folder / "reward", tokenizer)
+    save_lm(policy, tokenizer, run.folder / "policy")
+    counts = {f"heldout_{s}": sum(t.source == s for t in heldout) for s in ("expert", "perturbed", "policy")}
+    summary = runs.write_summary(run, {**figures, **counts, "heldout_questions": len(test),
+                                       "pool_train": len(own), "pool_test_right": sum(bool(t.correct) for t in heldout
+                                                                                      if t.source == "policy")})
+    for kind in ("policy", "reward"):
+        write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
+    Console().print(fit_table(summary, f"reward model · {run.folder}"))
+    return summary

@@ -1,0 +1,153 @@
+"""`minirl train --algo reward` (fit_reward.py): the cached top-layer reward equals the whole model's, the pool is
+drawn once, the held-out figures by hand, and the run end to end with an interruption and --resume."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minirl import fit_reward
+from minirl.config import UsageError, from_preset
+from minirl.fit_reward import (
+    Trace,
+    cache_features,
+    freeze_below,
+    heldout_figures,
+    make_traces,
+    top_layers,
+    trace_logits,
+)
+from minirl.models import RewardModel, build_tiny_lm, token_logprobs
+from minirl.rollout import make_batch
+from minirl.train import train
+
+SMALL = dict(size="micro", n_corpus=300, n_demos=40, eval_questions=6, final_questions=6, eval_samples=2,
+             max_new_tokens=24, warmup_pool=6, disc_batch=4, steps=4, eval_every=2)
+
+
+def tasks_of(n: int) -> list[dict]:
+    return [{"question": f"Tom has {i} apples and buys 3 more. How many?", "answer": f"{i} + 3 = {i + 3}\n#### {i + 3}"}
+            for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("head,form", [("token", "airl"), ("scalar", "logit"), ("scalar", "airl")])
+@pytest.mark.parametrize("k", [1, 2])
+def test_cached_top_layers_give_the_whole_models_logits(tok, head, form, k):
+    policy = build_tiny_lm(tok, "micro", seed=0).eval()
+    reward_model = RewardModel(build_tiny_lm(tok, "micro", seed=0), head)
+    torch.manual_seed(1)
+    with torch.no_grad():  # move the reward model away from the policy where it trains: the top layers, the head
+        head = reward_model.head or torch.nn.Linear(1, 1)
+        for p in (*reward_model.lm.model.layers[-k:].parameters(), *head.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    traces = make_traces(tok, tasks_of(3), [], random.Random(0))
+    cache_features(policy, traces, k, tok.pad_token_id, batch_size=2, precision="fp32")
+    with torch.no_grad():
+        logits, mask = trace_logits(reward_model, top_layers(reward_model.lm, k), traces, form, tok.pad_token_id)
+        batch = make_batch([t.prompt_ids for t in traces], [t.response_ids for t in traces], tok.pad_token_id)
+        whole = reward_model(batch.input_ids, batch.attention_mask)
+        if form == "airl":
+            whole = whole - token_logprobs(policy, batch.input_ids, batch.attention_mask)
+    assert torch.equal(mask, batch.response_mask)
+    assert torch.allclose(logits[mask.bool()], whole[mask.bool()], atol=1e-5)
+
+
+def test_freeze_below_trains_the_top_layers_norm_and_head_only(tok):
+    reward_model = RewardModel(build_tiny_lm(tok, "micro", seed=0), "scalar")
+    trained = {id(p) for p in freeze_below(reward_model, 1)}
+    names = {n for n, p in reward_model.named_parameters() if p.requires_grad}
+    assert {id(p) for p in reward_model.parameters() if p.requires_grad} == trained
+    assert names and all(n.startswith(("lm.model.layers.1.", "lm.model.norm", "head.")) for n in names)
+    assert any(n.startswith("head.") for n in names) and any(n.startswith("lm.model.layers.1.") for n in names)
+
+
+def test_perturbed_traces_carry_the_token_range_of_their_first_change(tok):
+    traces = make_traces(tok, tasks_of(4), [], random.Random(0))
+    perturbed = [t for t in traces if t.source == "perturbed"]
+    assert len(perturbed) == 4 and [t.source for t in traces].count("expert") == 4
+    for t in perturbed:
+        expert = next(e for e in traces if e.source == "expert" and e.question == t.question)
+        start, end = t.target
+        assert 0 <= start < end < len(t.response_ids)  # never the EOS
+        assert t.response_ids[:start] == expert.response_ids[:start]  # nothing before the change moved
+
+
+def test_heldout_figures_by_hand(monkeypatch):
+    def trace(source, q, correct=None, target=None):
+        return Trace(source, q, [1], [2, 3, 4], correct, target)
+
+    def s(reward, logprob, reward_lowest=0, logprob_lowest=0):  # mean = min = given; last: +1 expert, -1 other
+        return {"reward_mean": reward, "logprob_mean": logprob, "reward_min": reward, "logprob_min": logprob,
+                "reward_last": None, "logprob_last": 0.0, "reward_lowest": reward_lowest,
+                "logprob_lowest": logprob_lowest}
+
+    rows = [(trace("expert", 0), s(1.0, -1.0)), (trace("perturbed", 0, target=(1, 2)), s(0.0, -0.5, 1, 0)),
+            (trace("policy", 0, False), s(0.5, -0.2)), (trace("policy", 0, False), s(2.0, -3.0)),
+            (trace("policy", 0, True), s(9.0, 9.0)),  # right answers never count against the expert
+            (trace("expert", 1), s(-1.0, -2.0)), (trace("perturbed", 1, target=(0, 2)), s(0.5, -1.5, 2, 1)),
+            (trace("policy", 1, False), s(-2.0, -1.0))]
+    scores = [{**sc, "reward_last": 1.0 if t.source == "expert" else -1.0} for t, sc in rows]
+    monkeypatch.setattr(fit_reward, "trace_scores", lambda *a: scores)
+    figures = heldout_figures(None, None, None, [t for t, _ in rows], 0, intervals=True)
+    # clean vs perturbed, pooled: experts (1, -1) vs perturbed (0, 0.5): 2 of 4 pairs -> 0.5; log-prob
+    # experts (-1, -2) vs perturbed (-0.5, -1.5): 1 of 4 -> 0.25; the last token separates them: 1.0; a tie 0.5
+    assert figures["clean_vs_perturbed_auroc_reward_mean"] == figures["clean_vs_perturbed_auroc_reward_min"] == 0.5
+    assert figures["clean_vs_perturbed_auroc_logprob_mean"] == 0.25
+    assert figures["clean_vs_perturbed_auroc_reward_last"] == 1.0
+    assert figures["clean_vs_perturbed_auroc_logprob_last"] == 0.5
+    # Hit@1: reward lowest tokens 1 (in [1, 2)) and 2 (not in [0, 2)); log-prob 0 (no) and 1 (yes)
+    assert figures["hit1_reward_lowest"] == 0.5 and figures["hit1_logprob_lowest"] == 0.5
+    # expert over wrong: q0 reward 1 > 0.5 yes, 1 > 2 no -> 0.5; q1 -1 > -2 yes -> 1; mean 0.75.
+    # log-prob: q0 -1 > -0.2 no, -1 > -3 yes -> 0.5; q1 -2 > -1 no -> 0; mean 0.25
+    assert figures["expert_over_wrong_reward_mean"] == 0.75 and figures["expert_over_wrong_logprob_mean"] == 0.25
+    low, high = figures["expert_over_wrong_reward_mean_ci"]
+    assert 0.5 <= low <= 0.75 <= high <= 1.0
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A micro base policy pretrained for 20 steps."""
+    out = tmp_path_factory.mktemp("runs") / "base"
+    train(from_preset("tiny", "pretrain", out=str(out), steps=20, prompts_per_iter=16, eval_every=20,
+                      **{k: v for k, v in SMALL.items() if k not in ("steps", "eval_every")}))
+    return out
+
+
+def test_reward_run_end_to_end_resumes_where_an_uninterrupted_run_ends(base, tmp_path, monkeypatch):
+    whole = train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "whole"), train_layers=1, **SMALL))
+    for key in ("clean_vs_perturbed_auroc_reward_last", "hit1_logprob_lowest", "expert_over_wrong_reward_mean_ci",
+                "heldout_policy"):
+        assert key in whole
+    pool = (tmp_path / "whole" / "pool.jsonl").read_text().splitlines()
+    assert len(pool) == 6 * 4 + 6 * 2  # 4 answers per training problem, eval_samples per held-out problem
+
+    calls = []
+    real_step = fit_reward.fit_step
+
+    def crash_at_step_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(fit_reward, "fit_step", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(from_preset("tiny", "reward", init=str(base), out=str(cut), train_layers=1, **SMALL))
+    monkeypatch.setattr(fit_reward, "fit_step", real_step)
+    sampled = []
+    monkeypatch.setattr(fit_reward, "sample_answers", lambda *a, **k: sampled.append(1) or iter(()))
+    resumed = train(from_preset("tiny", "reward", init=str(base), out=str(cut), train_layers=1, resume=True, **SMALL))
+    assert not sampled  # the pool was read back, not drawn again
+    assert resumed["clean_vs_perturbed_auroc_reward_mean"] == whole["clean_vs_perturbed_auroc_reward_mean"]
+    a, b = (load_file(d / "reward" / "backbone" / "model.safetensors") for d in (tmp_path / "whole", cut))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    steps = [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_train_layers_above_the_models_depth_is_one_line(base, tmp_path):
+    with pytest.raises(UsageError, match="--train-layers 9: the model has 2 decoder layers"):
+        train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=9, **SMALL))
