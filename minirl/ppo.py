@@ -134,7 +134,8 @@ class Rollout:
     """One iteration's samples and what PPO needs of them (M4)."""
 
     batch: Batch
-    old_logp: torch.Tensor  # [B, T] log pi_old(y_t) under the sampling policy, temperature applied
+    old_logp: torch.Tensor | None  # [B, T] log pi_old(y_t) under the sampling policy, temperature applied;
+    # None when the update is one step on the whole rollout: then pi_old = pi, and the step's own log-probs serve
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor | None = None  # [B, T], gae only
     old_values: torch.Tensor | None = None  # [B, T], gae only
@@ -149,7 +150,8 @@ def minibatch_loss(lm: nn.Module, value_head: nn.Module | None, rollout: Rollout
     with autocast(precision, mb.input_ids.device):
         logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
                                            True)  # each [b, T], fp32
-    loss, stats = ppo_loss(logp, rollout.old_logp[idx], rollout.advantages[idx], mask, clip)  # scalar
+    old_logp = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx]  # [b, T]
+    loss, stats = ppo_loss(logp, old_logp, rollout.advantages[idx], mask, clip)  # scalar
     stats["entropy"] = masked_mean(entropy, mask).item()
     if value_head is not None:
         v_loss = value_loss(values, rollout.old_values[idx], rollout.returns[idx], mask, clip)  # scalar
@@ -169,6 +171,8 @@ def ppo_update(lm: nn.Module, value_head: nn.Module | None, optimizer: torch.opt
     minibatch's tokens. Returns averaged diagnostics."""
     batch_size = rollout.batch.input_ids.shape[0]  # the rollout size: prompts x samples per prompt
     minibatches_per_epoch = -(-batch_size // minibatch_size)  # one optimiser step each
+    if rollout.old_logp is None and epochs * minibatches_per_epoch > 1:
+        raise ValueError("old_logp=None only for one optimiser step on the whole rollout (pi_old = pi)")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     tokens = rollout.batch.response_mask.float().sum(1)  # [B] response tokens per row
     logs: dict[str, list[float]] = {}

@@ -113,20 +113,23 @@ def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
-           temperature: float = 1.0, top_p: float = 1.0) -> Batch:
-    """Batched sampling with the KV cache; temperature 0 means greedy."""
+           temperature: float = 1.0, top_p: float = 1.0, n: int = 1) -> Batch:
+    """Batched sampling with the KV cache; temperature 0 means greedy. `n` samples of each prompt, neighbours in
+    the batch ([len(prompts) * n] rows). One forward pass over the prompts fills the cache (the prefill), then
+    one token at a time: each step feeds only the new token and reuses every earlier token's keys and values."""
     device = next(lm.parameters()).device
     batch = encode(tokenizer, prompts).to(device)
-    mask = batch.attention_mask
-    step_ids, pos, cache = batch.input_ids, position_ids(mask), None
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out = lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,  # the prefill, once per prompt
+             position_ids=position_ids(batch.attention_mask), use_cache=True, logits_to_keep=1)
+    cache, logits = out.cache, out.logits[:, -1]  # logits: [P, V]
+    if n > 1:  # the n samples of a prompt share its prefill: the cache is copied, not recomputed (speed only)
+        cache.batch_repeat_interleave(n)
+        logits, batch = logits.repeat_interleave(n, 0), batch.select(torch.arange(len(prompts)).repeat_interleave(n))
+    mask, pos = batch.attention_mask, position_ids(batch.attention_mask)[:, -1:]
+    finished = torch.zeros(len(mask), dtype=torch.bool, device=device)
     new_tokens = []
-    for _ in range(max_new_tokens):
-        out = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                 logits_to_keep=1)
-        cache, logits = out.cache, out.logits[:, -1].float()  # [B, V]
-        if temperature > 0:
-            logits = logits / temperature
+    for step in range(max_new_tokens):
+        logits = logits.float() / (temperature if temperature > 0 else 1.0)  # [B, V]
         if not (logits < float("inf")).all():  # NaN or +inf (-inf masks a token): diverged weights, say so
             raise NumericalError("the policy's next-token logits are NaN or infinite")
         token = logits.argmax(-1) if temperature == 0 else top_p_sample(logits, top_p)
@@ -134,9 +137,12 @@ def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
         mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)  # the EOS itself is attended
         finished |= token == tokenizer.eos_token_id
         new_tokens.append(token)
-        step_ids, pos = token[:, None], pos[:, -1:] + 1
-        if finished.all():
+        if finished.all() or step == max_new_tokens - 1:
             break
+        pos = pos + 1
+        out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                 logits_to_keep=1)
+        cache, logits = out.cache, out.logits[:, -1]
     response = torch.stack(new_tokens, dim=1)  # [B, R]
     response_mask = first_eos_mask(response, tokenizer.eos_token_id)
     return Batch(torch.cat([batch.input_ids, response], 1), torch.cat([batch.attention_mask, response_mask], 1),

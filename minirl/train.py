@@ -274,62 +274,82 @@ def make_optimizers(cfg: TrainConfig, policy, value_head, reward_model) -> dict:
 
 
 def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
-    """The RL loop (M2-M4). Each iteration: sample G completions for each of B prompts; their per-token rewards
-    (AIRL: after one discriminator step; outcome: correctness); advantages; a PPO update."""
+    """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, with held-out evaluation and a checkpoint every
+    `eval_every` iterations; the starting policy is evaluated first and kept unless training beats it."""
     device = next(policy.parameters()).device
-    demos, rl_tasks, test = data["demos"], data["rl"], data["test"]
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
     reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
     optimizers = make_optimizers(cfg, policy, value_head, reward_model)
     reference = frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
     start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)
     if start == 0:  # the starting policy is a candidate too: training must beat it to replace it
-        best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer, test)
+        best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer, data["test"])
         if reward_model is not None:
-            warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, demos, rl_tasks)
+            warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
+                                  data["rl"])
     for it in run.progress(range(start, cfg.steps), cfg.algo):
-        torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
-        rng = random.Random(cfg.seed * 100_003 + it)
-        tasks = [rl_tasks[i] for i in rng.sample(range(len(rl_tasks)), cfg.prompts_per_iter)  # B prompts,
-                 for _ in range(cfg.samples_per_prompt)]  # each repeated G times: a group
-        t0 = time.perf_counter()
-
-        # 1. sample: G answers to each of B prompts from the current policy (M4)
-        policy.eval()
-        with autocast(cfg.precision, device):  # bf16 matmuls on the fp32 weights under bf16-mixed
-            batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks],
-                           cfg.max_new_tokens, cfg.temperature, cfg.top_p)
-        texts, t1 = batch.texts(tokenizer), time.perf_counter()
-
-        # 2. reward: the learned dense reward (M2) or the outcome (M6), minus the KL penalty (M4)
-        old_logp, old_values, logp_at_t1 = score_samples(cfg, policy, value_head, batch)
-        if reward_model is not None:  # ALGO LOGIC: what the policy is paid
-            rewards, stats = airl_rewards(cfg, rng, reward_model, optimizers["disc"], policy, tokenizer, demos,
-                                          tasks, batch, logp_at_t1)
-        else:
-            rewards, stats = outcome_rewards(batch, texts, tasks), {}
-        mask = batch.response_mask.float()  # [B*G, T]
-        stats["reward_per_seq"] = (rewards * mask).sum(1).mean().item()
-        if reference is not None:  # ALGO LOGIC: r_t - beta (log pi - log pi_ref)
-            kl = kl_to_reference(cfg, reference, batch, old_logp)
-            rewards, stats["kl_ref"] = rewards - cfg.kl_beta * kl, kl.sum(1).mean().item()
-        t2 = time.perf_counter()
-
-        # 3. advantages (M4), then 4. the PPO update
-        advantages, returns = estimate_advantages(cfg, rewards, old_values, mask)
-        rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
-        policy.train()
-        stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs, cfg.minibatch_size,
-                                cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
-                                micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
-        optimizers["schedule"].step()
-        t3 = time.perf_counter()
-        train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)
-        run.log({**stats, "iter": it + 1, "train_acc": train_acc, "response_len": mask.sum(1).mean().item(),
-                 "s_sample": t1 - t0, "s_score": t2 - t1, "s_update": t3 - t2})
+        run.log(rl_iteration(cfg, it, policy, tokenizer, data, optimizers, value_head, reward_model, reference))
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:
             best_acc, best_step = evaluate_and_keep_best(cfg, run, it + 1, best_acc, best_step, policy, tokenizer,
-                                                         test, reward_model)
+                                                         data["test"], reward_model)
             runs.save_checkpoint(run, it + 1, best_acc, best_step, policy, tokenizer, optimizers, reward_model,
                                  value_head)
-    return finish(cfg, run, policy, tokenizer, test, reward_model, best_step)
+    return finish(cfg, run, policy, tokenizer, data["test"], reward_model, best_step)
+
+
+def rl_iteration(cfg: TrainConfig, it: int, policy, tokenizer, data: dict, optimizers: dict, value_head=None,
+                 reward_model=None, reference=None) -> dict:
+    """One iteration (M2-M4): sample G completions for each of B prompts; their per-token rewards (AIRL: after one
+    discriminator step; outcome: correctness); advantages; a PPO update. Returns what it logs, timings included."""
+    device = next(policy.parameters()).device
+    torch.manual_seed(cfg.seed * 100_003 + it)  # sampling depends only on (seed, iteration): resumable
+    rng = random.Random(cfg.seed * 100_003 + it)
+    prompts = rng.sample(data["rl"], cfg.prompts_per_iter)  # B prompts, each answered G times: a group
+    tasks = [t for t in prompts for _ in range(cfg.samples_per_prompt)]  # the task of each of the B*G rows
+    t0 = time.perf_counter()
+
+    # 1. sample: G answers to each of B prompts from the current policy (M4)
+    policy.eval()
+    with autocast(cfg.precision, device):  # bf16 matmuls on the fp32 weights under bf16-mixed
+        batch = sample(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in prompts],
+                       cfg.max_new_tokens, cfg.temperature, cfg.top_p, n=cfg.samples_per_prompt)
+    texts, t1 = batch.texts(tokenizer), time.perf_counter()
+
+    # 2. reward: the learned dense reward (M2) or the outcome (M6), minus the KL penalty (M4)
+    if on_policy_update(cfg, len(tasks)):  # pi_old = pi: the update's own log-probs serve (speed, docs/speed.md)
+        old_logp = old_values = logp_at_t1 = None
+    else:
+        old_logp, old_values, logp_at_t1 = score_samples(cfg, policy, value_head, batch)
+    if reward_model is not None:  # ALGO LOGIC: what the policy is paid
+        rewards, stats = airl_rewards(cfg, rng, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
+                                      tasks, batch, logp_at_t1)
+    else:
+        rewards, stats = outcome_rewards(batch, texts, tasks), {}
+    mask = batch.response_mask.float()  # [B*G, T]
+    stats["reward_per_seq"] = (rewards * mask).sum(1).mean().item()
+    if reference is not None:  # ALGO LOGIC: r_t - beta (log pi - log pi_ref)
+        kl = kl_to_reference(cfg, reference, batch, old_logp)
+        rewards, stats["kl_ref"] = rewards - cfg.kl_beta * kl, kl.sum(1).mean().item()
+    t2 = time.perf_counter()
+
+    # 3. advantages (M4), then 4. the PPO update
+    advantages, returns = estimate_advantages(cfg, rewards, old_values, mask)
+    rollout = Rollout(batch, old_logp, whiten(advantages, mask), returns, old_values)
+    policy.train()
+    stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs, cfg.minibatch_size,
+                            cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
+                            micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
+    optimizers["schedule"].step()
+    t3 = time.perf_counter()
+    train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)
+    return {**stats, "iter": it + 1, "train_acc": train_acc, "response_len": mask.sum(1).mean().item(),
+            "s_sample": t1 - t0, "s_score": t2 - t1, "s_update": t3 - t2}
+
+
+def on_policy_update(cfg: TrainConfig, rows: int) -> bool:
+    """Is the PPO update one optimiser step on the whole rollout, with nothing else needing log pi_old (no AIRL
+    reward, no KL, no value head)? Then pi_old is the policy being updated: its log-probs in the update's own
+    forward pass (detached) are log pi_old, and the scoring pass is skipped (the step is bitwise the same where
+    the scoring pass saw the same rows at once; else it differs by float rounding, and the first ratio is 1)."""
+    return (cfg.algo == "outcome" and cfg.ppo_epochs == 1 and cfg.minibatch_size >= rows and cfg.kl_beta == 0
+            and cfg.advantage != "gae")

@@ -314,6 +314,21 @@ def test_sample_layout_and_eos(tok, eos_lm) -> None:
     assert torch.equal(again.input_ids, batch.input_ids)  # seeded sampling is reproducible
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_n_samples_share_one_prefill_and_match_repeated_prompts(tok, eos_lm, temperature: float) -> None:
+    """sample(prompts, n=3) fills the KV cache once per prompt and copies it to its 3 samples: the same rows, token
+    for token, as sampling each prompt written out 3 times (seeded), and the same layout."""
+    repeated = [p for p in PROMPTS for _ in range(3)]
+    torch.manual_seed(0)
+    written_out = sample(eos_lm, tok, repeated, max_new_tokens=12, temperature=temperature)
+    torch.manual_seed(0)
+    shared = sample(eos_lm, tok, PROMPTS, max_new_tokens=12, temperature=temperature, n=3)
+    _check_sample_layout(shared, tok, repeated, 12)
+    for a, b in zip((written_out.input_ids, written_out.attention_mask, written_out.response_mask),
+                    (shared.input_ids, shared.attention_mask, shared.response_mask)):
+        assert torch.equal(a, b)
+
+
 def test_sample_with_pad_equal_to_eos(corpus_texts, make_eos_lm) -> None:
     tok = build_tokenizer(corpus_texts, vocab_size=300)
     tok.pad_token = tok.eos_token
@@ -397,6 +412,24 @@ def test_ppo_update_first_ratio_is_one(tok, eos_lm, temperature: float) -> None:
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-6) and stats["clip_frac"] == 0.0
     assert stats["grad_norm"] > 0
     assert not torch.equal(eos_lm.model.embed_tokens.weight, before)  # the step was taken
+
+
+def test_on_policy_update_without_old_logp_is_the_same_step(tok, make_eos_lm) -> None:
+    """One step on the whole rollout with old_logp=None (the step's own log-probs stand in, train.on_policy_update)
+    moves the weights exactly as with the scoring pass's old_logp; with two minibatches it is refused."""
+    torch.manual_seed(0)
+    lms = [make_eos_lm(tok), make_eos_lm(tok)]
+    batch = sample(lms[0], tok, PROMPTS, max_new_tokens=12, temperature=1.0)
+    with torch.no_grad():
+        old_logp = token_logprobs(lms[0], batch.input_ids, batch.attention_mask)
+    adv = whiten(torch.randn(old_logp.shape), batch.response_mask.float())
+    for lm, old in zip(lms, (old_logp, None)):
+        optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+        stats = ppo_update(lm.train(), None, optimizer, Rollout(batch, old, adv), epochs=1, minibatch_size=len(PROMPTS))
+        assert stats["ratio_first"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(lms[0].parameters(), lms[1].parameters()))
+    with pytest.raises(ValueError, match="one optimiser step"):
+        ppo_update(lms[1], None, optimizer, Rollout(batch, None, adv), epochs=1, minibatch_size=len(PROMPTS) - 1)
 
 
 def test_ppo_update_ratio_detects_a_temperature_mismatch(tok, eos_lm) -> None:

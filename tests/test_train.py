@@ -165,3 +165,12 @@ def test_lora_airl_run_saves_merged_plain_checkpoints(base_run, tmp_path):
     base = load_file(base_run[0] / "policy/model.safetensors")
     tuned = load_file(tmp_path / "lora/checkpoint-000002/policy/model.safetensors")
     assert base.keys() == tuned.keys()  # no adapter names leak into the saved weights
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({}, True), ({"ppo_epochs": 2}, False), ({"minibatch_size": 32}, False), ({"kl_beta": 0.05}, False),
+    ({"advantage": "gae"}, False), ({"algo": "airl"}, False), ({"micro_batch_size": 16}, True)])
+def test_the_scoring_pass_is_skipped_only_for_one_on_policy_step(changes, expected):
+    from minirl.train import on_policy_update
+    cfg = replace(from_preset("tiny", "outcome", ppo_epochs=1, minibatch_size=64, kl_beta=0.0), **changes)
+    assert on_policy_update(cfg, 64) is expected
