@@ -74,10 +74,10 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
     if missing:
         runs.console.print(f"sampling {len(missing)} {split} problems x {n} answers for the pool")
         torch.manual_seed(cfg.seed + len(have))
-        chunk = max(cfg.eval_batch // n, 1) * n  # whole questions per chunk
         with autocast(cfg.precision, next(policy.parameters()).device), open(path, "a") as f:
             for rows, batch in sample_answers(policy, tokenizer, [tasks[i]["question"] for i in missing], n,
-                                              cfg.max_new_tokens, cfg.temperature, cfg.top_p, chunk, progress=True):
+                                              cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.eval_batch,
+                                              progress=True):
                 for row, text, (prompt_ids, response_ids) in zip(rows, batch.texts(tokenizer), batch.token_ids()):
                     i = missing[row]
                     f.write(json.dumps({"key": key, "split": split, "question": i, "text": text,
@@ -89,7 +89,8 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
 
 
 def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random) -> list[Trace]:
-    """Experts, one perturbed copy of each (its first change as a token range, M3/M7) and pooled answers."""
+    """Experts, one perturbed copy of each (its first change as a token range, M3/M7) and the pooled answers
+    (`pooled`, from `sample_pool`) except those identical to their expert's."""
     traces = []
     for i, task in enumerate(tasks):
         prompt = format_prompt(task["question"], tokenizer)
@@ -103,7 +104,8 @@ def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Ra
             traces.append(Trace("perturbed", i, prompt_ids, response_ids,
                                 target=char_to_token_span(pieces, got[1])))
     return traces + [Trace("policy", r["question"], r["prompt_ids"], r["response_ids"], r["correct"])
-                     for r in pooled if r["response_ids"]]
+                     for r in pooled if r["response_ids"]  # a sample that copies its expert is no negative (M9)
+                     and r["text"].strip() != tasks[r["question"]]["answer"].strip()]
 
 
 # ---------------------------------------------------------------- cached features and the trained top layers

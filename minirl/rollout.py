@@ -152,12 +152,13 @@ def sample(lm: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
 def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_new_tokens: int,
                    temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 256,
                    progress: bool = False) -> Iterator[tuple[list[int], Batch]]:
-    """`n` samples of every question, `batch_size` sequences at a time (a question's samples are
-    neighbours). Yields (question index of each row, sampled batch)."""
-    jobs = [i for i in range(len(questions)) for _ in range(n)]  # question index of every sample
-    with tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress, leave=False) as bar:
-        for start in range(0, len(jobs), batch_size):  # the bar is cleared on an error too, before its one line
-            rows = jobs[start: start + batch_size]
-            prompts = [format_prompt(questions[i], tokenizer) for i in rows]
-            yield rows, sample(lm, tokenizer, prompts, max_new_tokens, temperature, top_p)
-            bar.update(len(rows))
+    """`n` samples of every question, about `batch_size` sequences at a time (whole questions: a question's samples
+    are neighbours and share its prefill). Yields (question index of each row, sampled batch)."""
+    per_chunk = max(batch_size // n, 1)  # questions per sampled batch
+    with tqdm(total=len(questions) * n, desc="sampling", unit="sample", disable=not progress, leave=False) as bar:
+        for start in range(0, len(questions), per_chunk):  # the bar is cleared on an error too, before its one line
+            chunk = list(range(start, min(start + per_chunk, len(questions))))
+            prompts = [format_prompt(questions[i], tokenizer) for i in chunk]
+            yield [i for i in chunk for _ in range(n)], sample(lm, tokenizer, prompts, max_new_tokens, temperature,
+                                                               top_p, n=n)
+            bar.update(len(chunk) * n)
