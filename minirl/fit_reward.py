@@ -208,7 +208,8 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
                  pad_id: int) -> list[dict]:
     """Per trace, over its response tokens, for the discriminator logit (`reward`, what PPO would be paid, M2) and
     the policy's log pi (`logprob`): the mean, the minimum and the last token's value (the EOS of a complete
-    answer: the one position that has seen the whole trace), and the index of the lowest token (localisation)."""
+    answer: the one position that has seen the whole trace), and the index of the lowest token but the last
+    (localisation: an expert's or perturbed copy's last token is its EOS, which is never where an error lies)."""
     reward_model.eval()
     device, scored, size = next(reward_model.parameters()).device, [], max(cfg.micro_batch_size, 8)
     for start in range(0, len(traces), size):
@@ -219,7 +220,8 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
             values = {"reward": logits[row][mask[row].bool()].float().tolist(),
                       "logprob": trace.logp[len(trace.prompt_ids):].tolist()}
             scored.append({f"{name}_{how}": value for name, v in values.items() for how, value in
-                           (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]), ("lowest", lowest(v)[0]))})
+                           (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]),
+                            ("lowest", lowest(v[:-1] or v)[0]))})  # the EOS is never where an error lies
     reward_model.train()
     return scored
 

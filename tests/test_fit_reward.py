@@ -151,3 +151,15 @@ def test_reward_run_end_to_end_resumes_where_an_uninterrupted_run_ends(base, tmp
 def test_train_layers_above_the_models_depth_is_one_line(base, tmp_path):
     with pytest.raises(UsageError, match="--train-layers 9: the model has 2 decoder layers"):
         train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=9, **SMALL))
+
+
+def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch):
+    trace = Trace("perturbed", 0, [1, 2], [5, 6, 7, 0], target=(1, 2), logp=torch.tensor([0, 0, -1, -3, -2, -0.5]))
+    logits = torch.tensor([[0.0, 0.0, 1.0, -2.0, 0.5, -9.0]])  # [1, T]: prompt 2 tokens, response 4 (EOS last)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    monkeypatch.setattr(fit_reward, "trace_logits", lambda *a: (logits, mask))
+    cfg = from_preset("tiny", "reward")
+    (scores,) = fit_reward.trace_scores(cfg, torch.nn.Linear(1, 1), None, [trace], 0)
+    assert scores["reward_mean"] == (1 - 2 + 0.5 - 9) / 4 and scores["reward_min"] == -9.0
+    assert scores["reward_last"] == -9.0 and scores["reward_lowest"] == 1  # -2, not the EOS's -9
+    assert scores["logprob_mean"] == (-1 - 3 - 2 - 0.5) / 4 and scores["logprob_lowest"] == 1

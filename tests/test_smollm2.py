@@ -46,3 +46,16 @@ def test_smollm2_airl_iteration_and_rerank(tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads((tmp_path / "rerank.json").read_text())
     assert {"random", "majority", "logprob", "mean"} <= set(figures)
+
+
+def test_smollm2_reward_alone_with_cached_top_layers(tmp_path):
+    """`--algo reward` on SmolLM2 (30 layers, tied embeddings): the top 2 layers train on cached features, the held-out
+    figures are written, and the saved reward model loads for `minirl inspect`."""
+    cfg = from_preset("smollm2", "reward", init=str(GGUF), data=str(GSM8K / "train.jsonl"),
+                      test_data=str(GSM8K / "test.jsonl"), out=str(tmp_path / "run"), steps=2, eval_every=1,
+                      warmup_pool=1, eval_questions=2, eval_samples=1, max_new_tokens=32, n_demos=4, disc_batch=2,
+                      train_layers=2)
+    summary = train(cfg)
+    assert 0.0 <= summary["clean_vs_perturbed_auroc_reward_mean"] <= 1.0 and summary["heldout_expert"] == 2
+    result = CliRunner().invoke(app, ["inspect", "--run", str(tmp_path / "run"), "--localisation", "2"])
+    assert result.exit_code == 0, result.output
