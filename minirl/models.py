@@ -220,6 +220,28 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     return logp, entropy, values
 
 
+def lm_forward_shared_prompts(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                              n: int, temperature: float = 1.0, with_entropy: bool = False):
+    """`lm_forward` (logp, entropy, None) for rows in groups of `n` that share one prompt (rows g*n .. g*n+n-1, as
+    `rollout.sample(..., n=n)` lays them out): each prompt runs once and its keys and values, gradients and all,
+    are copied to its n rows, which then run their responses only. The same numbers up to float rounding, on
+    response positions (prompt columns are 0); the prompt's share of the work is done once instead of n times."""
+    P, mask = prompt_len, attention_mask[::n, :prompt_len]
+    first = lm(input_ids=input_ids[::n, :P], attention_mask=mask, position_ids=position_ids(mask), use_cache=True,
+               logits_to_keep=1)  # [B/n, 1, V]: the prompt's last position predicts the first response token
+    first.cache.batch_repeat_interleave(n)  # differentiable: each row's gradient flows back into its prompt
+    rest = lm(input_ids=input_ids[:, P:], attention_mask=attention_mask, cache=first.cache,
+              position_ids=position_ids(attention_mask)[:, P:])  # [B, R, V]
+    logits = torch.cat([first.logits.repeat_interleave(n, 0), rest.logits[:, :-1]], 1).float() / temperature
+    logp = F.pad(logprobs_of(logits, input_ids[:, P - 1:], shifted=True)[:, 1:], (P, 0))  # [B, T]
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            logz, probs = torch.logsumexp(logits, dim=-1), torch.softmax(logits, dim=-1)
+            entropy = F.pad(logz - (probs * logits).sum(-1), (P, 0))
+    return logp, entropy, None
+
+
 def token_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    temperature: float = 1.0) -> torch.Tensor:
     """log pi(y_t | y_<t) for every token, [B, T] (column 0 = 0)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minirl.models import autocast, lm_forward
+from minirl.models import autocast, lm_forward, lm_forward_shared_prompts
 from minirl.rollout import Batch, micro_batches
 
 # ---------------------------------------------------------------- 1. advantages
@@ -142,14 +142,20 @@ class Rollout:
 
 
 def minibatch_loss(lm: nn.Module, value_head: nn.Module | None, rollout: Rollout, idx: torch.Tensor,
-                   temperature: float, clip: float, vf_coef: float, precision: str) -> tuple[torch.Tensor, dict]:
+                   temperature: float, clip: float, vf_coef: float, precision: str,
+                   shared_prompts: int = 1) -> tuple[torch.Tensor, dict]:
     """The PPO loss of rollout rows `idx` (M4): clipped surrogate + vf_coef x clipped value loss, token means,
-    and its diagnostics. The forward pass runs under `precision` (models.autocast); the loss in fp32."""
+    and its diagnostics. The forward pass runs under `precision` (models.autocast); the loss in fp32. With
+    `shared_prompts` = n > 1 the rows are whole groups of n sharing a prompt, which then runs once per group."""
     mb = rollout.batch.select(idx)
     mask = mb.response_mask.float()  # [b, T]
     with autocast(precision, mb.input_ids.device):
-        logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
-                                           True)  # each [b, T], fp32
+        if shared_prompts > 1:  # speed only (docs/speed.md): the same log-probs up to float rounding
+            logp, entropy, values = lm_forward_shared_prompts(lm, mb.input_ids, mb.attention_mask, mb.prompt_len,
+                                                              shared_prompts, temperature, True)
+        else:
+            logp, entropy, values = lm_forward(lm, mb.input_ids, mb.attention_mask, temperature, value_head,
+                                               True)  # each [b, T], fp32
     old_logp = logp.detach() if rollout.old_logp is None else rollout.old_logp[idx]  # [b, T]
     loss, stats = ppo_loss(logp, old_logp, rollout.advantages[idx], mask, clip)  # scalar
     stats["entropy"] = masked_mean(entropy, mask).item()
@@ -163,28 +169,33 @@ def minibatch_loss(lm: nn.Module, value_head: nn.Module | None, rollout: Rollout
 def ppo_update(lm: nn.Module, value_head: nn.Module | None, optimizer: torch.optim.Optimizer, rollout: Rollout,
                epochs: int, minibatch_size: int, temperature: float = 1.0, clip: float = 0.2,
                vf_coef: float = 0.5, max_grad_norm: float = 1.0, target_kl: float = 0.0,
-               micro_batch_size: int = 0, precision: str = "fp32") -> dict[str, float]:
+               micro_batch_size: int = 0, precision: str = "fp32", samples_per_prompt: int = 1) -> dict[str, float]:
     """`epochs` passes over the rollout in shuffled minibatches of the clipped objective; with `target_kl` > 0
     the update stops after the epoch whose mean approx-KL exceeds it (a trust region by early stopping, as
     CleanRL's `target_kl`). A minibatch may be split into chunks of `micro_batch_size` rows whose gradients
     add up to the minibatch's: the loss is a token mean, so each chunk's is weighted by its share of the
-    minibatch's tokens. Returns averaged diagnostics."""
+    minibatch's tokens. When one minibatch holds the whole rollout (no value head, no micro-batches), its rows
+    stay in their groups of `samples_per_prompt` and each group's prompt runs once (speed only). Returns averaged
+    diagnostics."""
     batch_size = rollout.batch.input_ids.shape[0]  # the rollout size: prompts x samples per prompt
     minibatches_per_epoch = -(-batch_size // minibatch_size)  # one optimiser step each
     if rollout.old_logp is None and epochs * minibatches_per_epoch > 1:
         raise ValueError("old_logp=None only for one optimiser step on the whole rollout (pi_old = pi)")
+    shared = samples_per_prompt if (minibatches_per_epoch == 1 and value_head is None and micro_batch_size in
+                                    (0, batch_size) and batch_size % samples_per_prompt == 0) else 1
     params = [p for group in optimizer.param_groups for p in group["params"]]
     tokens = rollout.batch.response_mask.float().sum(1)  # [B] response tokens per row
     logs: dict[str, list[float]] = {}
     epochs_done = 0
     for _ in range(epochs):
-        for idx in torch.randperm(batch_size).split(minibatch_size):  # minibatches_per_epoch index sets
+        order = torch.randperm(batch_size) if shared == 1 else torch.arange(batch_size)  # one minibatch: any order
+        for idx in order.split(minibatch_size):  # minibatches_per_epoch index sets
             optimizer.zero_grad(set_to_none=True)
             stats: dict[str, float] = {}
             for chunk in micro_batches(idx, micro_batch_size):  # one chunk unless micro_batch_size is set
                 share = (tokens[chunk].sum() / tokens[idx].sum().clamp(min=1)).item()  # of the token mean
                 loss, chunk_stats = minibatch_loss(lm, value_head, rollout, chunk, temperature, clip, vf_coef,
-                                                   precision)
+                                                   precision, shared)
                 (loss * share).backward()  # gradients add up over the chunks
                 for k, v in chunk_stats.items():  # token means too: weighted the same way
                     stats[k] = stats.get(k, 0.0) + v * share

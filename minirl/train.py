@@ -338,7 +338,8 @@ def rl_iteration(cfg: TrainConfig, it: int, policy, tokenizer, data: dict, optim
     policy.train()
     stats.update(ppo_update(policy, value_head, optimizers["policy"], rollout, cfg.ppo_epochs, cfg.minibatch_size,
                             cfg.temperature, cfg.clip, target_kl=cfg.target_kl,
-                            micro_batch_size=cfg.micro_batch_size, precision=cfg.precision))
+                            micro_batch_size=cfg.micro_batch_size, precision=cfg.precision,
+                            samples_per_prompt=cfg.samples_per_prompt))
     optimizers["schedule"].step()
     t3 = time.perf_counter()
     train_acc = sum(is_correct(text, t["answer"]) for text, t in zip(texts, tasks)) / len(tasks)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from minirl.models import build_tokenizer, lm_forward, token_logprobs
+from minirl.models import build_tokenizer, lm_forward, lm_forward_shared_prompts, token_logprobs
 from minirl.ppo import (
     Rollout,
     gae_advantages,
@@ -475,3 +476,38 @@ def test_ppo_update_target_kl_stops_after_the_epoch_that_exceeds_it(tok, eos_lm,
     stats = ppo_update(eos_lm.train(), None, optimizer, Rollout(batch, old_logp, adv), epochs=4, minibatch_size=2,
                        target_kl=target_kl)
     assert stats["epochs_done"] == epochs_done
+
+
+def test_shared_prompt_forward_gives_the_same_logprobs_and_gradients(tok, eos_lm) -> None:
+    """lm_forward_shared_prompts (each prompt once, its keys and values copied to its n rows) against lm_forward on
+    the same rows: log-probs, entropies and gradients equal up to float rounding on response tokens; and a one-step
+    PPO update with samples_per_prompt=3 moves the weights as the plain update does."""
+    torch.manual_seed(0)
+    batch = sample(eos_lm, tok, PROMPTS, max_new_tokens=12, temperature=1.0, n=3)
+    mask = batch.response_mask.bool()
+    eos_lm.train()
+    grads = []
+    for shared in (False, True):
+        eos_lm.zero_grad()
+        if shared:
+            logp, entropy, _ = lm_forward_shared_prompts(eos_lm, batch.input_ids, batch.attention_mask,
+                                                         batch.prompt_len, 3, 1.0, True)
+        else:
+            logp, entropy, _ = lm_forward(eos_lm, batch.input_ids, batch.attention_mask, 1.0, None, True)
+        logp[mask].sum().backward()
+        grads.append(([p.grad.clone() for p in eos_lm.parameters()], logp[mask], entropy[mask]))
+    (g_full, logp_full, ent_full), (g_shared, logp_shared, ent_shared) = grads
+    assert torch.allclose(logp_full, logp_shared, atol=1e-5) and torch.allclose(ent_full, ent_shared, atol=1e-5)
+    assert all((a - b).norm() <= 1e-5 * a.norm() + 1e-8 for a, b in zip(g_full, g_shared))  # rounding only
+
+    adv = whiten(torch.randn(batch.input_ids.shape), batch.response_mask.float())
+    weights = []
+    for n in (1, 3):
+        lm = copy.deepcopy(eos_lm)
+        optimizer = torch.optim.SGD(lm.parameters(), lr=0.1)  # AdamW turns rounding noise in ~0 gradients to +-lr
+        stats = ppo_update(lm.train(), None, optimizer, Rollout(batch, None, adv), epochs=1,
+                           minibatch_size=len(batch.input_ids), samples_per_prompt=n)
+        assert stats["ratio_first"] == 1.0
+        weights.append([p.detach().clone() for p in lm.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*weights))  # 0.1 x rounding
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0], eos_lm.parameters()))  # a step was taken
