@@ -28,8 +28,8 @@ def opt(default, help: str):
 
 @dataclass
 class TrainConfig:
-    algo: str = opt("airl", "pretrain | sft | airl | outcome | reward: what to train (M4, M6; reward: the reward "
-                             "model alone, from a sample pool drawn once, M10)")
+    algo: str = opt("airl", "what to train (M4, M6; reward: the reward model alone, from a sample pool drawn "
+                             "once, M10)")
     preset: str = opt("tiny", "named defaults: tiny (CPU, synthetic world), smollm2 (CPU, GSM8K), gsm8k-qwen0.5b (GPU)")
     out: str = opt("", "run folder to write (default: runs/<algo>-<preset>-s<seed>; tiny pretrain: runs/base-tiny-s0)")
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
