@@ -206,10 +206,11 @@ TRACE_SCORES = ("mean", "min", "last")  # how a trace's per-token scores become 
 @torch.no_grad()
 def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, traces: list[Trace],
                  pad_id: int) -> list[dict]:
-    """Per trace, over its response tokens, for the discriminator logit (`reward`, what PPO would be paid, M2) and
-    the policy's log pi (`logprob`): the mean, the minimum and the last token's value (the EOS of a complete
-    answer: the one position that has seen the whole trace), and the index of the lowest token but the last
-    (localisation: an expert's or perturbed copy's last token is its EOS, which is never where an error lies)."""
+    """Per trace, over its response tokens, for the discriminator logit (`reward`, what PPO would be paid, M2), the
+    learned reward f itself (`f`: what `minirl rerank` and `minirl.reward.score` rank by; f = the logit in the
+    `logit` form) and the policy's log pi (`logprob`): the mean, the minimum and the last token's value (the EOS
+    of a complete answer: the one position that has seen the whole trace), and the index of the lowest token but
+    the last (localisation: an expert's or perturbed copy's last token is its EOS, never where an error lies)."""
     reward_model.eval()
     device, scored, size = next(reward_model.parameters()).device, [], max(cfg.micro_batch_size, 8)
     for start in range(0, len(traces), size):
@@ -217,8 +218,9 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
         with autocast(cfg.precision, device):
             logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
         for row, trace in enumerate(chunk):
-            values = {"reward": logits[row][mask[row].bool()].float().tolist(),
-                      "logprob": trace.logp[len(trace.prompt_ids):].tolist()}
+            logit, logp = logits[row][mask[row].bool()].float().tolist(), trace.logp[len(trace.prompt_ids):].tolist()
+            f = [z + lp for z, lp in zip(logit, logp)] if cfg.form == "airl" else logit  # the learned reward f_t
+            values = {"reward": logit, "f": f, "logprob": logp}
             scored.append({f"{name}_{how}": value for name, v in values.items() for how, value in
                            (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]),
                             ("lowest", lowest(v[:-1] or v)[0]))})  # the EOS is never where an error lies
@@ -228,8 +230,8 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
 
 def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, traces: list[Trace], pad_id: int,
                     intervals: bool = False) -> dict[str, float]:
-    """On held-out problems, for the reward and for the policy's log-prob (M7, M10), with 95 % bootstrap intervals
-    over problems when `intervals`:
+    """On held-out problems, for the reward, for f and for the policy's log-prob (M7, M10), with 95 % bootstrap
+    intervals over problems when `intervals`:
       clean_vs_perturbed_auroc  does the trace score rank the expert solutions above their perturbed copies;
       hit1                      is the lowest-scoring token of a perturbed copy inside its first change;
       expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
@@ -256,7 +258,7 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
     figures = {}
     for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)),
                                (expert_over_wrong, TRACE_SCORES)):
-        for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "logprob")):
+        for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "f", "logprob")):
             key = f"{metric.__name__}_{name}"
             figures[key] = metric(groups, name)
             if intervals:

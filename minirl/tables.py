@@ -114,13 +114,13 @@ def fit_table(summary: dict, title: str) -> Table:
     """`minirl train --algo reward`'s held-out figures: the reward beside the policy's log-prob, 95 % intervals,
     for each way of scoring a trace (mean, min or last token; Hit@1: the lowest token)."""
     table = Table(title=title)
-    for name, justify in (("held-out figure", "left"), ("trace score", "left"), ("reward", "right"),
-                          ("policy log-prob", "right")):
+    for name, justify in (("held-out figure", "left"), ("trace score", "left"), ("reward (D logit)", "right"),
+                          ("f", "right"), ("policy log-prob", "right")):
         table.add_column(name, justify=justify)
     for key, what in FIT_FIGURES.items():
         for how in ("lowest",) if key == "hit1" else ("mean", "min", "last"):
             cells = []
-            for score in ("reward", "logprob"):
+            for score in ("reward", "f", "logprob"):
                 value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")
                 cells.append("-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
             table.add_row(what, how, *cells)

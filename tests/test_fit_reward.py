@@ -81,7 +81,7 @@ def test_heldout_figures_by_hand(monkeypatch):
     def s(reward, logprob, reward_lowest=0, logprob_lowest=0):  # mean = min = given; last: +1 expert, -1 other
         return {"reward_mean": reward, "logprob_mean": logprob, "reward_min": reward, "logprob_min": logprob,
                 "reward_last": None, "logprob_last": 0.0, "reward_lowest": reward_lowest,
-                "logprob_lowest": logprob_lowest}
+                "logprob_lowest": logprob_lowest, **{f"f_{how}": 0.0 for how in ("mean", "min", "last", "lowest")}}
 
     rows = [(trace("expert", 0), s(1.0, -1.0)), (trace("perturbed", 0, target=(1, 2)), s(0.0, -0.5, 1, 0)),
             (trace("policy", 0, False), s(0.5, -0.2)), (trace("policy", 0, False), s(2.0, -3.0)),
@@ -163,3 +163,5 @@ def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch)
     assert scores["reward_mean"] == (1 - 2 + 0.5 - 9) / 4 and scores["reward_min"] == -9.0
     assert scores["reward_last"] == -9.0 and scores["reward_lowest"] == 1  # -2, not the EOS's -9
     assert scores["logprob_mean"] == (-1 - 3 - 2 - 0.5) / 4 and scores["logprob_lowest"] == 1
+    # f = logit + log pi in the airl form: 0, -5, -1.5, -9.5
+    assert scores["f_mean"] == (0 - 5 - 1.5 - 9.5) / 4 and scores["f_lowest"] == 1 and scores["f_last"] == -9.5
