@@ -68,7 +68,7 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
     """`n` answers of the policy to each of `tasks`, read from `pool.jsonl` where already drawn there; the missing
     questions are sampled in chunks, each appended to the file as it is done (an interruption loses one chunk)."""
     path, key = run.folder / "pool.jsonl", pool_key(cfg)
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = read_pool(path)
     have = {r["question"] for r in lines if r["key"] == key and r["split"] == split}
     missing = [i for i in range(len(tasks)) if i not in have]
     if missing:
@@ -84,8 +84,24 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
                                         "correct": is_correct(text, tasks[i]["answer"]), "prompt_ids": prompt_ids,
                                         "response_ids": response_ids}) + "\n")
                 f.flush()
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        lines = read_pool(path)
     return [r for r in lines if r["key"] == key and r["split"] == split and r["question"] < len(tasks)]
+
+
+def read_pool(path) -> list[dict]:
+    """The pooled samples in `path` (none when it is missing). A line cut short by a crash mid-write is dropped
+    and the file rewritten without it, so that what is appended next starts on a line of its own."""
+    if not path.exists():
+        return []
+    good = []
+    for line in path.read_text().splitlines():
+        try:
+            good.append(json.loads(line))
+        except ValueError:
+            continue
+    if len(good) < len(path.read_text().splitlines()):
+        runs.write_atomic(path, "".join(json.dumps(r) + "\n" for r in good))
+    return good
 
 
 def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random) -> list[Trace]:

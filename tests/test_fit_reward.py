@@ -165,3 +165,11 @@ def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch)
     assert scores["logprob_mean"] == (-1 - 3 - 2 - 0.5) / 4 and scores["logprob_lowest"] == 1
     # f = logit + log pi in the airl form: 0, -5, -1.5, -9.5
     assert scores["f_mean"] == (0 - 5 - 1.5 - 9.5) / 4 and scores["f_lowest"] == 1 and scores["f_last"] == -9.5
+
+
+def test_a_pool_line_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"key": "k", "question": 0}\n{"key": "k", "question": 1}\n{"key": "k", "quest')  # torn last line
+    assert [r["question"] for r in fit_reward.read_pool(path)] == [0, 1]
+    assert path.read_text().endswith("}\n")  # the next append starts on a line of its own
+    assert fit_reward.read_pool(tmp_path / "missing.jsonl") == []
