@@ -46,7 +46,8 @@ from minirl.models import (
 )
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, whiten
 from minirl.rerank import evaluate
-from minirl.rollout import Batch, encode, in_chunks, micro_batches, sample
+from minirl.rollout import Batch, encode, in_chunks, sample
+from minirl.sft import sft_step
 from minirl.tables import summary_table
 
 
@@ -144,31 +145,6 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
 
 
 # ---------------------------------------------------------------- warm start and SFT (M6)
-
-
-def sft_loss(policy: nn.Module, batch: Batch) -> torch.Tensor:
-    """M6: cross-entropy on completion tokens only, mean over tokens."""
-    logp = token_logprobs(policy, batch.input_ids, batch.attention_mask)  # [B, T]
-    mask = batch.response_mask.float()
-    return -(logp * mask).sum() / mask.sum()
-
-
-def sft_step(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, micro_batch_size: int = 0,
-             precision: str = "fp32") -> tuple[float, float]:
-    """One optimiser step of `sft_loss` on `batch`, its gradient accumulated over chunks of `micro_batch_size`
-    rows (0: one chunk): the loss is a token mean, so each chunk's is weighted by its share of the tokens.
-    Returns (loss, gradient norm before clipping)."""
-    tokens = batch.response_mask.float().sum(1)  # [B] completion tokens per row
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for rows in micro_batches(torch.arange(len(tokens), device=tokens.device), micro_batch_size):
-        with autocast(precision, tokens.device):  # the forward pass only (models.autocast)
-            loss = sft_loss(policy, batch.select(rows)) * (tokens[rows].sum() / tokens.sum())
-        loss.backward()
-        total += loss.item()
-    grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-    optimizer.step()
-    return total, grad_norm.item()
 
 
 def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], test: list[dict]) -> dict:

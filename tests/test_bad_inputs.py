@@ -246,16 +246,16 @@ def test_a_huge_lr_stops_at_the_update_not_in_sampling(run_dir, tmp_path):
 
 
 def test_a_nan_after_a_checkpoint_keeps_that_checkpoint(run_dir, tmp_path, monkeypatch):
-    from minirl import train
+    from minirl import sft
 
-    sft_loss, calls = train.sft_loss, []
+    sft_loss, calls = sft.sft_loss, []
 
     def nan_at_step_2(policy, batch):
         calls.append(1)
         loss = sft_loss(policy, batch)
         return loss * math.nan if len(calls) == 2 else loss
 
-    monkeypatch.setattr(train, "sft_loss", nan_at_step_2)
+    monkeypatch.setattr(sft, "sft_loss", nan_at_step_2)
     result = invoke([*SFT, *OUT], run_dir, tmp_path)
     one_error_line(result, 1, "sft step 2: loss is nan; training stopped, the checkpoint of step 1 is kept")
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ from minirl.data import synthetic_tasks
 from minirl.models import RewardModel, autocast, build_tiny_lm, lm_forward, token_logprobs
 from minirl.ppo import Rollout, ppo_update, whiten
 from minirl.rollout import encode, sample
-from minirl.train import sft_loss, sft_step
+from minirl.sft import sft_loss, sft_step
 
 LR = from_preset("gsm8k-qwen0.5b").lr  # 1e-6
 TASKS = synthetic_tasks(0, n_demos=12, n_corpus=20, n_test=4)["demos"]

@@ -5,7 +5,7 @@ Run:  python tutorial/02_base_policy.py      (full size: pretraining is the long
 The paper starts from an off-the-shelf instruct model that makes *confident reasoning errors*. Our stand-in is
 a 0.7M-parameter Llama pretrained on step 01's corpus, where each wording cue triggers its misconception with
 probability 0.6. Then, as the paper's SFT baseline (M6), we fine-tune that base policy on the 400 clean
-demonstrations with plain cross-entropy on the completion tokens (`minirl/train.py::sft_loss`).
+demonstrations with plain cross-entropy on the completion tokens (`minirl/sft.py::sft_loss`).
 
 It prints each run's live progress, both final evaluations side by side in one table (greedy_acc, sampled_acc,
 pass@k, maj@k, logprob_auroc), and a few sentences on what the numbers say about the base policy.
