@@ -21,7 +21,7 @@ from rich.console import Console
 from minirl import runs
 from minirl.config import config_from
 from minirl.data import load_tasks
-from minirl.fit_reward import cache_features, heldout_figures, make_traces, pool_key, top_layers
+from minirl.fit_reward import cache_features, heldout_figures, make_traces, pooled, read_pool, top_layers
 from minirl.tables import fit_table
 
 
@@ -30,10 +30,8 @@ def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run fo
     cfg = config_from(runs.saved_config(run))
     policy, tokenizer, reward_model, _ = runs.load_run(run)
     test = load_tasks(cfg)["test"][: cfg.eval_questions]
-    key = pool_key(cfg)
-    pooled = [r for r in map(json.loads, (run / "pool.jsonl").read_text().splitlines())
-              if r["key"] == key and r["split"] == "test" and r["question"] < len(test)]
-    heldout = make_traces(tokenizer, test, pooled, random.Random(cfg.seed + 1))  # as fit_reward builds them
+    answers = pooled(read_pool(run / "pool.jsonl"), cfg, "test", len(test))
+    heldout = make_traces(tokenizer, test, answers, random.Random(cfg.seed + 1))  # as fit_reward builds them
     k = cfg.train_layers or len(policy.model.layers)
     cache_features(policy, heldout, k, tokenizer.pad_token_id, max(cfg.micro_batch_size, 8), cfg.precision)
     figures = heldout_figures(cfg, reward_model, top_layers(reward_model.lm, k), heldout, tokenizer.pad_token_id,

@@ -25,7 +25,6 @@ import random
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 from tqdm import tqdm
@@ -37,7 +36,7 @@ from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, is_correct, perturb
 from minirl.localise import char_to_token_span, lowest
 from minirl.metrics import auroc, bootstrap_ci
-from minirl.models import RewardModel, autocast, logprobs_of, position_ids, save_lm
+from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs, save_lm
 from minirl.rollout import make_batch, micro_batches, sample_answers, text_ids
 from minirl.runs import Run
 from minirl.tables import fit_table
@@ -68,8 +67,7 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
     """`n` answers of the policy to each of `tasks`, read from `pool.jsonl` where already drawn there; the missing
     questions are sampled in chunks, each appended to the file as it is done (an interruption loses one chunk)."""
     path, key = run.folder / "pool.jsonl", pool_key(cfg)
-    lines = read_pool(path)
-    have = {r["question"] for r in lines if r["key"] == key and r["split"] == split}
+    have = {r["question"] for r in pooled(read_pool(path), cfg, split, len(tasks))}
     missing = [i for i in range(len(tasks)) if i not in have]
     if missing:
         runs.console.print(f"sampling {len(missing)} {split} problems x {n} answers for the pool")
@@ -84,8 +82,13 @@ def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks
                                         "correct": is_correct(text, tasks[i]["answer"]), "prompt_ids": prompt_ids,
                                         "response_ids": response_ids}) + "\n")
                 f.flush()
-        lines = read_pool(path)
-    return [r for r in lines if r["key"] == key and r["split"] == split and r["question"] < len(tasks)]
+    return pooled(read_pool(path), cfg, split, len(tasks))
+
+
+def pooled(rows: list[dict], cfg: TrainConfig, split: str, n_tasks: int) -> list[dict]:
+    """The pool's answers to the first `n_tasks` problems of `split`, drawn under `cfg`'s sampling settings."""
+    key = pool_key(cfg)
+    return [r for r in rows if r["key"] == key and r["split"] == split and r["question"] < n_tasks]
 
 
 def read_pool(path) -> list[dict]:
@@ -93,13 +96,13 @@ def read_pool(path) -> list[dict]:
     and the file rewritten without it, so that what is appended next starts on a line of its own."""
     if not path.exists():
         return []
-    good = []
-    for line in path.read_text().splitlines():
+    lines, good = path.read_text().splitlines(), []
+    for line in lines:
         try:
             good.append(json.loads(line))
         except ValueError:
             continue
-    if len(good) < len(path.read_text().splitlines()):
+    if len(good) < len(lines):
         runs.write_atomic(path, "".join(json.dumps(r) + "\n" for r in good))
     return good
 
@@ -182,7 +185,7 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
     if reward_model.head is None:  # token head: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
         P = batch.prompt_len  # the LM head runs where a response token is predicted: ~40 % of its work saved
         logits = reward_model.lm.lm_head(h[:, P - 1: -1])  # [B, R, V]: the positions that predict y_1..y_R
-        f = F.pad(logprobs_of(logits, batch.input_ids[:, P - 1:], shifted=True)[:, 1:], (P, 0))  # [B, T]
+        f = response_logprobs(logits, batch.input_ids, P)  # [B, T]
     else:  # scalar head: z_t
         f = reward_model.head(h.float()).squeeze(-1).float()
     return (f - policy_logp if form == "airl" else f), batch.response_mask

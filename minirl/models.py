@@ -199,6 +199,18 @@ def logprobs_of(logits: torch.Tensor, input_ids: torch.Tensor, shifted: bool = F
     return F.pad(logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - logz, (1, 0))
 
 
+def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """log pi of each response token from `logits` [B, R, V] taken at the R positions that predict them (the
+    prompt's last position onwards), [B, T] with 0 on the prompt columns."""
+    return F.pad(logprobs_of(logits, input_ids[:, prompt_len - 1:], shifted=True)[:, 1:], (prompt_len, 0))
+
+
+@torch.no_grad()
+def entropy_of(logits: torch.Tensor) -> torch.Tensor:
+    """The entropy of each position's next-token distribution, [B, N] from logits [B, N, V] (a diagnostic)."""
+    return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                temperature: float = 1.0, value_head: nn.Module | None = None, with_entropy: bool = False):
     """One forward pass -> (logp, entropy, values), each [B, T] and aligned with the token
@@ -209,11 +221,8 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
              output_hidden_states=value_head is not None)
     logits = out.logits[:, :-1].float() / temperature  # [B, T-1, V]: position t predicts token t+1
     logp = logprobs_of(logits, input_ids, shifted=True)  # [B, T]
-    entropy = values = None
-    if with_entropy:
-        with torch.no_grad():
-            logz, probs = torch.logsumexp(logits, dim=-1), torch.softmax(logits, dim=-1)
-            entropy = F.pad(logz - (probs * logits).sum(-1), (1, 0))
+    entropy = F.pad(entropy_of(logits), (1, 0)) if with_entropy else None
+    values = None
     if value_head is not None:
         hidden = out.hidden_states[-1][:, :-1]  # [B, T-1, H]
         values = F.pad(value_head(hidden.float()).squeeze(-1).float(), (1, 0))  # fp32 also under autocast
@@ -233,13 +242,8 @@ def lm_forward_shared_prompts(lm: nn.Module, input_ids: torch.Tensor, attention_
     rest = lm(input_ids=input_ids[:, P:], attention_mask=attention_mask, cache=first.cache,
               position_ids=position_ids(attention_mask)[:, P:])  # [B, R, V]
     logits = torch.cat([first.logits.repeat_interleave(n, 0), rest.logits[:, :-1]], 1).float() / temperature
-    logp = F.pad(logprobs_of(logits, input_ids[:, P - 1:], shifted=True)[:, 1:], (P, 0))  # [B, T]
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            logz, probs = torch.logsumexp(logits, dim=-1), torch.softmax(logits, dim=-1)
-            entropy = F.pad(logz - (probs * logits).sum(-1), (P, 0))
-    return logp, entropy, None
+    entropy = F.pad(entropy_of(logits), (P, 0)) if with_entropy else None
+    return response_logprobs(logits, input_ids, P), entropy, None
 
 
 def token_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
