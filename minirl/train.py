@@ -163,11 +163,12 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         schedule.step()
         run.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
-                                                         tokenizer, test)
+            if cfg.eval_every < cfg.steps:  # else the last step is the only candidate, and finish() evaluates it
+                best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
+                                                             tokenizer, test)
             runs.save_checkpoint(run, step + 1, best_acc, best_step, policy, tokenizer, optimizers)
             policy.train()
-    return finish(cfg, run, policy, tokenizer, test, best_step=best_step)
+    return finish(cfg, run, policy, tokenizer, test, best_step=best_step if cfg.eval_every < cfg.steps else cfg.steps)
 
 
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)
@@ -259,7 +260,9 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     reference = frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
     start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)
     if start == 0:  # the starting policy is a candidate too: training must beat it to replace it
-        best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer, data["test"])
+        if cfg.steps > 0:  # (with no training it is the only one, and finish() evaluates it)
+            best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer,
+                                                         data["test"])
         if reward_model is not None:
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
                                   data["rl"])

@@ -174,3 +174,26 @@ def test_the_scoring_pass_is_skipped_only_for_one_on_policy_step(changes, expect
     from minirl.train import on_policy_update
     cfg = replace(from_preset("tiny", "outcome", ppo_epochs=1, minibatch_size=64, kl_beta=0.0), **changes)
     assert on_policy_update(cfg, 64) is expected
+
+
+def test_a_lone_final_evaluation_is_left_to_finish(base_run, tmp_path):
+    """eval_every >= steps: the last step would be the only candidate, so the loop does not evaluate it and the
+    final evaluation (finish) is the one evaluation; with --steps 0 the starting policy is not evaluated twice."""
+    out, summary = base_run
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not [m for m in logged if "eval_step" in m] and summary["best_step"] == 40
+    assert (out / "policy/model.safetensors").exists() and "sampled_acc" in summary
+    reward_only = train(airl_config(out, tmp_path / "reward", steps=0))
+    logged = [json.loads(x) for x in (tmp_path / "reward/metrics.jsonl").read_text().splitlines()]
+    assert not [m for m in logged if "eval_step" in m] and [m["warmup_step"] for m in logged] == [1, 2]
+    assert "reward_auroc" in reward_only
+
+
+def test_bf16_on_a_cpu_uses_plain_matmul_attention(tmp_path):
+    from minirl.data import load_tasks
+    from minirl.models import load_policy
+
+    cfg = from_preset("tiny", "pretrain", out=str(tmp_path), **SMALL)
+    data = load_tasks(cfg)
+    assert load_policy(cfg, data)[0].config._attn_implementation == "sdpa"
+    assert load_policy(replace(cfg, precision="bf16-mixed"), data)[0].config._attn_implementation == "eager"
