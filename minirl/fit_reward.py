@@ -191,10 +191,23 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
     return (f - policy_logp if form == "airl" else f), batch.response_mask
 
 
+def from_the_change(traces: list[Trace], response_mask: torch.Tensor) -> torch.Tensor:
+    """The tokens each trace is labelled on, [B, T]: all its response tokens, but a perturbed copy's only from its
+    first change on (M3): before it, the copy is its expert's text token for token, with the same hidden states, so
+    labelling those tokens 0 would teach the same input both labels. (SmolLM2, 100 held-out problems, 100 steps:
+    clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; README.)"""
+    mask = response_mask.clone()
+    first = mask.shape[1] - max(len(t.response_ids) for t in traces)  # the column of every row's first response token
+    for row, trace in enumerate(traces):
+        if trace.source == "perturbed":
+            mask[row, : first + trace.target[0]] = 0
+    return mask
+
+
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
              pad_id: int) -> dict[str, float]:
-    """One discriminator step (M2) on cached traces: experts label 1, perturbed and pooled answers label 0, the
-    classes weighted equally; gradients summed over chunks of `micro_batch_size` rows."""
+    """One discriminator step (M2) on cached traces: experts label 1, perturbed copies (from their change on) and
+    pooled answers label 0, the classes weighted equally; gradients summed over chunks of `micro_batch_size` rows."""
     device = next(reward_model.parameters()).device
     is_expert = torch.tensor([t.source == "expert" for t in traces], device=device)
     weights = class_weights(is_expert)  # [B]
@@ -204,7 +217,8 @@ def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimi
         chunk = [traces[i] for i in rows]
         with autocast(cfg.precision, device):
             logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
-        chunk_loss = discriminator_loss(logits, mask, is_expert[rows], cfg.label_smoothing, weights[rows])
+        chunk_loss = discriminator_loss(logits, from_the_change(chunk, mask), is_expert[rows], cfg.label_smoothing,
+                                        weights[rows])
         chunk_loss.backward()
         loss += chunk_loss.item()
         mean_logit = ((logits * mask).sum(1) / mask.sum(1)).detach()  # [b]: > 0 says expert (mean D > 1/2)
