@@ -21,7 +21,8 @@ from rich.console import Console
 from minirl import runs
 from minirl.config import config_from
 from minirl.data import load_tasks
-from minirl.fit_reward import cache_features, heldout_figures, make_traces, pooled, read_pool, top_layers
+from minirl.fit_reward import cache_features, heldout_figures, make_traces, top_layers
+from minirl.pool import pooled, read_pool
 from minirl.tables import fit_table
 
 

@@ -2,9 +2,8 @@
 
 What the AIRL loop does in small pieces (sample, one discriminator step, sample again), this mode does once and
 then at length, so that a real model's reward can be trained on 2 cores:
-1. A sample pool, drawn once and kept in the run folder (`pool.jsonl`): the starting policy's answers to
+1. A sample pool, drawn once and kept in the run folder (`pool.py`): the starting policy's answers to
    `warmup_pool` training problems (4 each) and to `eval_questions` held-out test problems (`eval_samples` each).
-   A rerun, a --resume or a larger pool reads it back and samples only what is missing.
 2. Traces (`Trace`): training experts (the `n_demos` demonstrations), one perturbed copy of each (M3) and the
    pooled answers; held-out experts, one perturbed copy of each, and the held-out pooled answers.
 3. Features, once per trace: the reward model is a copy of the policy (M2) of which only the top `train_layers`
@@ -20,7 +19,6 @@ then at length, so that a real model's reward can be trained on 2 cores:
 from __future__ import annotations
 
 import copy
-import json
 import random
 from dataclasses import dataclass, replace
 
@@ -33,11 +31,12 @@ from minirl import runs
 from minirl.airl import class_weights, discriminator_loss, make_reward_model
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
-from minirl.data import format_prompt, is_correct, perturb
+from minirl.data import format_prompt, perturb
 from minirl.localise import char_to_token_span, lowest
 from minirl.metrics import auroc, bootstrap_ci
 from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs, save_lm
-from minirl.rollout import make_batch, micro_batches, sample_answers, text_ids
+from minirl.pool import sample_pool
+from minirl.rollout import make_batch, micro_batches, text_ids
 from minirl.runs import Run
 from minirl.tables import fit_table
 
@@ -52,59 +51,6 @@ class Trace:
     target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
     hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
     logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)
-
-
-# ---------------------------------------------------------------- the sample pool, drawn once
-
-
-def pool_key(cfg: TrainConfig) -> str:
-    """What a pooled sample depends on: a pool drawn under other settings is not reused."""
-    return json.dumps([cfg.init, cfg.gguf_file, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed,
-                       cfg.data, cfg.test_data])
-
-
-def sample_pool(cfg: TrainConfig, run: Run, policy, tokenizer, split: str, tasks: list[dict], n: int) -> list[dict]:
-    """`n` answers of the policy to each of `tasks`, read from `pool.jsonl` where already drawn there; the missing
-    questions are sampled in chunks, each appended to the file as it is done (an interruption loses one chunk)."""
-    path, key = run.folder / "pool.jsonl", pool_key(cfg)
-    have = {r["question"] for r in pooled(read_pool(path), cfg, split, len(tasks))}
-    missing = [i for i in range(len(tasks)) if i not in have]
-    if missing:
-        runs.console.print(f"sampling {len(missing)} {split} problems x {n} answers for the pool")
-        torch.manual_seed(cfg.seed + len(have))
-        with autocast(cfg.precision, next(policy.parameters()).device), open(path, "a") as f:
-            for rows, batch in sample_answers(policy, tokenizer, [tasks[i]["question"] for i in missing], n,
-                                              cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.eval_batch,
-                                              progress=True):
-                for row, text, (prompt_ids, response_ids) in zip(rows, batch.texts(tokenizer), batch.token_ids()):
-                    i = missing[row]
-                    f.write(json.dumps({"key": key, "split": split, "question": i, "text": text,
-                                        "correct": is_correct(text, tasks[i]["answer"]), "prompt_ids": prompt_ids,
-                                        "response_ids": response_ids}) + "\n")
-                f.flush()
-    return pooled(read_pool(path), cfg, split, len(tasks))
-
-
-def pooled(rows: list[dict], cfg: TrainConfig, split: str, n_tasks: int) -> list[dict]:
-    """The pool's answers to the first `n_tasks` problems of `split`, drawn under `cfg`'s sampling settings."""
-    key = pool_key(cfg)
-    return [r for r in rows if r["key"] == key and r["split"] == split and r["question"] < n_tasks]
-
-
-def read_pool(path) -> list[dict]:
-    """The pooled samples in `path` (none when it is missing). A line cut short by a crash mid-write is dropped
-    and the file rewritten without it, so that what is appended next starts on a line of its own."""
-    if not path.exists():
-        return []
-    lines, good = path.read_text().splitlines(), []
-    for line in lines:
-        try:
-            good.append(json.loads(line))
-        except ValueError:
-            continue
-    if len(good) < len(lines):
-        runs.write_atomic(path, "".join(json.dumps(r) + "\n" for r in good))
-    return good
 
 
 def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random) -> list[Trace]:

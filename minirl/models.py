@@ -168,8 +168,8 @@ def load_policy(cfg: TrainConfig, data: dict[str, list[dict]]):
         raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
     if cfg.grad_checkpointing:  # transformers 5 renamed it "activation checkpointing"
         getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
-    if device.type == "cpu" and cfg.precision == "bf16-mixed":  # SPEED: the CPU's fused (sdpa) attention is slow
-        policy.set_attn_implementation("eager")  # in bf16's backward; plain matmuls: tiny pretraining step -32 %
+    if device.type == "cpu" and cfg.precision == "bf16-mixed":  # SPEED (docs/speed.md): the fused attention's bf16
+        policy.set_attn_implementation("eager")  # backward is slow on a CPU; plain matmuls: tiny pretraining -32 %
     if cfg.lora_rank > 0:
         policy = add_lora(policy, cfg.lora_rank)
     return policy.to(device), tokenizer

@@ -154,6 +154,7 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
     optimizers = {"policy": optimizer, "schedule": schedule}
     start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers)
     prompts = [format_prompt(t["question"], tokenizer) for t in tasks]
+    lone_final = cfg.eval_every >= cfg.steps  # the last step would be the only candidate: finish() evaluates it
     policy.train()
     for step in run.progress(range(start, cfg.steps), "sft" if cfg.algo == "sft" else "pretrain"):
         rng = random.Random(cfg.seed * 100_003 + step)  # the data order depends only on (seed, step)
@@ -163,12 +164,12 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         schedule.step()
         run.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]})
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            if cfg.eval_every < cfg.steps:  # else the last step is the only candidate, and finish() evaluates it
+            if not lone_final:
                 best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
                                                              tokenizer, test)
             runs.save_checkpoint(run, step + 1, best_acc, best_step, policy, tokenizer, optimizers)
             policy.train()
-    return finish(cfg, run, policy, tokenizer, test, best_step=best_step if cfg.eval_every < cfg.steps else cfg.steps)
+    return finish(cfg, run, policy, tokenizer, test, best_step=cfg.steps if lone_final else best_step)
 
 
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import minirl.pool
 from minirl import fit_reward
 from minirl.config import UsageError, from_preset
 from minirl.fit_reward import (
@@ -148,7 +149,7 @@ def test_reward_run_end_to_end_resumes_where_an_uninterrupted_run_ends(base, tmp
         train(from_preset("tiny", "reward", init=str(base), out=str(cut), train_layers=1, **SMALL))
     monkeypatch.setattr(fit_reward, "fit_step", real_step)
     sampled = []
-    monkeypatch.setattr(fit_reward, "sample_answers", lambda *a, **k: sampled.append(1) or iter(()))
+    monkeypatch.setattr(minirl.pool, "sample_answers", lambda *a, **k: sampled.append(1) or iter(()))
     resumed = train(from_preset("tiny", "reward", init=str(base), out=str(cut), train_layers=1, resume=True, **SMALL))
     assert not sampled  # the pool was read back, not drawn again
     assert resumed["clean_vs_perturbed_auroc_reward_mean"] == whole["clean_vs_perturbed_auroc_reward_mean"]
@@ -180,6 +181,6 @@ def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch)
 def test_a_pool_line_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text('{"key": "k", "question": 0}\n{"key": "k", "question": 1}\n{"key": "k", "quest')  # torn last line
-    assert [r["question"] for r in fit_reward.read_pool(path)] == [0, 1]
+    assert [r["question"] for r in minirl.pool.read_pool(path)] == [0, 1]
     assert path.read_text().endswith("}\n")  # the next append starts on a line of its own
-    assert fit_reward.read_pool(tmp_path / "missing.jsonl") == []
+    assert minirl.pool.read_pool(tmp_path / "missing.jsonl") == []
