@@ -94,11 +94,12 @@ def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_lo
 
 
 def negatives(expert_tasks: list[dict], samples: list[tuple], k_perturbed: int,
-              rng: random.Random) -> tuple[list[tuple], list[tuple[str, str]]]:
+              rng: random.Random) -> tuple[list[tuple], list[tuple[str, str, str]]]:
     """Negatives (M3): the policy's samples, except any identical to an expert trace of the same question
     (M9: they made the loss stall at log 2); and `k_perturbed` corrupted copies of each expert trace.
     A sample is (question, response text) or (question, text, (prompt ids, response ids)): with ids, the
-    discriminator sees exactly the sampled tokens. Returns (policy samples, perturbed (question, text) pairs)."""
+    discriminator sees exactly the sampled tokens. Returns (policy samples, perturbed copies as
+    (question, perturbed text, expert text): the expert's text says where the copy starts to differ)."""
     expert = {t["question"]: t["answer"].strip() for t in expert_tasks}
     policy = [s for s in samples if expert.get(s[0]) != s[1].strip()]
     perturbed = []
@@ -106,7 +107,7 @@ def negatives(expert_tasks: list[dict], samples: list[tuple], k_perturbed: int,
         for _ in range(k_perturbed):
             got = perturb(t["answer"], rng)
             if got is not None:
-                perturbed.append((t["question"], got[0]))
+                perturbed.append((t["question"], got[0], t["answer"]))
     return policy, perturbed
 
 
@@ -115,30 +116,49 @@ def sampled(batch: Batch, tokenizer, questions: list[str]) -> list[tuple[str, st
     return list(zip(questions, batch.texts(tokenizer), batch.token_ids()))
 
 
+def first_difference(a: list[int], b: list[int]) -> int:
+    """The first position where two token lists differ (the shorter one's length when it is a prefix)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None]) -> torch.Tensor:
+    """The tokens each row is labelled on (M3), [B, T]: its response tokens, but a perturbed copy's only from its
+    first changed token (`starts[row]`, counted in response tokens; None: the whole response). Before it the copy is
+    its expert's text token for token, with the same hidden states (causal attention): labelling those tokens 0
+    would teach the same input both labels. Responses start at column `prompt_len` (`rollout.Batch`)."""
+    mask = response_mask.clone()
+    for row, start in enumerate(starts):
+        if start is not None:
+            mask[row, : prompt_len + start] = 0
+    return mask
+
+
 def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tuple],
-                        perturbed_pairs: list[tuple[str, str]]) -> tuple[Batch, list[str]]:
+                        perturbed: list[tuple[str, str, str]]) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
-    batch, with the source of every row."""
+    batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T])."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
+    copies = [(ids(q, text), ids(q, expert_text)[1]) for q, text, expert_text in perturbed]
     rows = ([ids(t["question"], t["answer"]) for t in experts]
-            + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples]
-            + [ids(q, r) for q, r in perturbed_pairs])
-    source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed_pairs)
-    return make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id), source
+            + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples] + [c for c, _ in copies])
+    source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
+    starts = [None] * (len(experts) + len(policy_samples)) + [first_difference(c[1], e) for c, e in copies]
+    batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
+    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, starts)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
-                       experts: list[dict], policy_samples: list[tuple], perturbed_pairs: list[tuple[str, str]],
+                       experts: list[dict], policy_samples: list[tuple], perturbed: list[tuple[str, str, str]],
                        form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0,
                        micro_batch_size: int = 0, precision: str = "fp32") -> dict[str, float]:
-    """One optimiser step of the discriminator on experts (label 1) vs the policy's samples
-    and perturbed experts (label 0), its gradient accumulated over chunks of `micro_batch_size` rows (0: one
-    chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`."""
+    """One optimiser step of the discriminator on experts (label 1) vs the policy's samples and perturbed
+    experts (label 0, from their first change on: M3), its gradient accumulated over chunks of `micro_batch_size`
+    rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`."""
     device = next(reward_model.parameters()).device
-    batch, source = discriminator_batch(tokenizer, experts, policy_samples, perturbed_pairs)
-    batch = batch.to(device)
+    batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed)
+    batch, labelled = batch.to(device), labelled.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
     weights = class_weights(is_expert)  # [B]: the chunks' losses add up to the whole batch's
     reward_model.train()
@@ -152,14 +172,14 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
                 with torch.no_grad():
                     policy_logp = token_logprobs(policy, chunk.input_ids, chunk.attention_mask)
             chunk_logits = discriminator_logits(reward_model, chunk, form, policy_logp)  # [b, T]
-        chunk_loss = discriminator_loss(chunk_logits, chunk.response_mask, is_expert[rows], label_smoothing,
+        chunk_loss = discriminator_loss(chunk_logits, labelled[rows], is_expert[rows], label_smoothing,
                                         weights[rows])
         chunk_loss.backward()
         loss, logits = loss + chunk_loss.item(), logits + [chunk_logits.detach()]
     grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
     return {"disc_loss": loss, "disc_grad_norm": grad_norm.item(),
-            **discriminator_stats(torch.cat(logits), batch.response_mask, source)}
+            **discriminator_stats(torch.cat(logits), labelled, source)}
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:

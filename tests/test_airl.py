@@ -8,9 +8,18 @@ import random
 import pytest
 import torch
 
-from minirl.airl import discriminator_logits, discriminator_loss, discriminator_stats, negatives, policy_rewards
+from minirl.airl import (
+    discriminator_batch,
+    discriminator_logits,
+    discriminator_loss,
+    discriminator_stats,
+    first_difference,
+    from_the_change,
+    negatives,
+    policy_rewards,
+)
 from minirl.models import RewardModel, build_tiny_lm, token_logprobs
-from minirl.rollout import encode
+from minirl.rollout import encode, text_ids
 
 LOG2 = math.log(2.0)
 
@@ -162,9 +171,44 @@ def test_negatives_add_perturbed_experts() -> None:
     samples = [("Q1", "wrong\n#### 3")]
     policy, perturbed = negatives(EXPERTS, samples, k_perturbed=2, rng=random.Random(0))
     assert policy == samples
-    assert [q for q, _ in perturbed] == ["Q1", "Q1", "Q2", "Q2"]  # k = 2 copies per expert, in expert order
+    assert [q for q, _, _ in perturbed] == ["Q1", "Q1", "Q2", "Q2"]  # k = 2 copies per expert, in expert order
     answers = {t["question"]: t["answer"] for t in EXPERTS}
-    for q, text in perturbed:
+    for q, text, expert_text in perturbed:
+        assert expert_text == answers[q]  # each copy carries the text it was made from
         assert text != answers[q] and text.strip() != answers[q].strip()
     again = negatives(EXPERTS, samples, k_perturbed=2, rng=random.Random(0))
     assert again == (policy, perturbed)  # deterministic in the rng
+
+
+# ---------------------------------------------------------------- a perturbed copy is labelled from its change on (M3)
+
+
+def test_first_difference() -> None:
+    assert first_difference([5, 6, 7], [5, 9, 7, 8]) == 1
+    assert first_difference([5, 6], [5, 6, 7]) == 2  # a prefix: the shorter one's length
+    assert first_difference([4], [5]) == 0
+
+
+def test_from_the_change_by_hand() -> None:
+    # prompt_len 2; rows: an expert (response 3 tokens), a perturbed copy changed at its 2nd response token,
+    # a perturbed copy changed at its first, a policy sample
+    response_mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0]])
+    mask = from_the_change(response_mask, 2, [None, 1, 0, None])
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0]]
+    assert response_mask[1].tolist() == [0, 0, 1, 1, 1, 1]  # the batch's own mask is left alone
+
+
+def test_the_discriminator_labels_a_perturbed_copy_from_its_first_changed_token(tok) -> None:
+    copy = SOL1.replace("6+18 = <<6+18=24>>24", "6+18 = <<6+18=25>>25")  # the second line's result changed
+    batch, source, labelled = discriminator_batch(tok, EXPERTS[:1], [("Q1", "wrong\n#### 3")],
+                                                  [("Q1", copy, SOL1)])
+    assert source == ["expert", "policy", "perturbed"]
+    expert_ids, copy_ids = text_ids(tok, "x", SOL1)[1], text_ids(tok, "x", copy)[1]
+    start = next(i for i, (a, b) in enumerate(zip(expert_ids, copy_ids)) if a != b)
+    assert 0 < start < len(copy_ids) - 1
+    P = batch.prompt_len
+    assert labelled[0].tolist() == batch.response_mask[0].tolist()  # the expert: every response token
+    assert labelled[1].tolist() == batch.response_mask[1].tolist()  # the policy's sample: every response token
+    assert labelled[2, : P + start].sum() == 0  # the copy's shared prefix: no label
+    assert labelled[2, P + start:].tolist() == batch.response_mask[2, P + start:].tolist()  # from the change on
+    assert labelled[2].sum() == len(copy_ids) - start

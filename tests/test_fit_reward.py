@@ -15,8 +15,8 @@ from minirl.fit_reward import (
     Trace,
     cache_features,
     freeze_below,
-    from_the_change,
     heldout_figures,
+    labelled_tokens,
     make_traces,
     top_layers,
     trace_logits,
@@ -80,7 +80,7 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     traces = [Trace("expert", 0, [1, 2], [5, 6, 7]), Trace("perturbed", 0, [1, 2], [5, 9, 7, 8], target=(1, 2)),
               Trace("policy", 0, [1], [4, 4])]
     batch = make_batch([t.prompt_ids for t in traces], [t.response_ids for t in traces], pad_id=0)  # P 2, R 4
-    mask = from_the_change(traces, batch.response_mask)
+    mask = labelled_tokens(traces, batch.response_mask)
     assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0]]
     assert batch.response_mask[1].tolist() == [0, 0, 1, 1, 1, 1]  # the batch's own mask is left alone
 

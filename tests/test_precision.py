@@ -176,7 +176,7 @@ def test_discriminator_accumulated_step_equals_the_one_shot_step(tok, lm, head, 
     # across both classes and a class's rows land in different chunks
     experts = [{"question": t["question"], "answer": t["answer"]} for t in TASKS[:3]]
     policy_samples = [(t["question"], t["answer"].replace("1", "2")) for t in TASKS[3:5]]
-    perturbed = [(t["question"], t["answer"] + "\n#### 0") for t in TASKS[5:7]]
+    perturbed = [(t["question"], t["answer"] + "\n#### 0", t["answer"]) for t in TASKS[5:7]]
     results = []
     for size in (0, micro_batch_size):
         torch.manual_seed(0)

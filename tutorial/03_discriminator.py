@@ -74,7 +74,9 @@ def train_discriminator(demos: list[dict], title: str, folder: Path) -> RewardMo
           f"mean logit: {'expert':>6} {'own':>6} {'perturbed':>9}")
     for step in range(1, STEPS + 1):
         experts = rng.sample(demos, EXPERTS)
-        _, perturbed = airl.negatives(experts, [], 1, rng)  # one corrupted copy of each expert (M3)
+        # one corrupted copy of each expert (M3), labelled 0 only from its first changed token: before it, it is
+        # its expert's trace, with the same hidden states
+        _, perturbed = airl.negatives(experts, [], 1, rng)
         own = rng.sample(own_pool, min(EXPERTS, len(own_pool)))
         # M2: loss = 1/2 mean over experts + 1/2 mean over negatives of (1/T) sum_t BCE(D_t, target), targets
         # 0.95 / 0.05 (label smoothing 0.1), response tokens only; the policy's log pi is detached.
