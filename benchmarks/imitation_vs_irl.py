@@ -26,7 +26,7 @@ import typer
 
 from minirl import runs
 from minirl.config import TrainConfig, from_preset
-from minirl.train import ensure_base_policy, train
+from minirl.train import base_policy, ensure_base_policy, train
 
 # AIRL from a policy that is already close to the experts: anchor it to its start (KL) and take smaller steps; its
 # discriminator warms up on the policy's answers to *other* problems than the demonstrations, which SFT knows by
@@ -46,7 +46,9 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def study_configs(seed: int, demos: int, out: Path, final_questions: int) -> dict[str, TrainConfig]:
-    base = ensure_base_policy(from_preset("tiny", seed=seed))
+    base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
+    ensure_base_policy(base_run)  # reused, or pretrained when missing
+    base = base_run.out
     common = dict(seed=seed, final_questions=final_questions)
     cell = out / f"d{demos}-s{seed}"
     sft = from_preset("tiny", "sft", init=base, n_demos=demos, out=str(cell / "sft"), **common)

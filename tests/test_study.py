@@ -1,0 +1,51 @@
+"""The imitation-vs-IRL study (benchmarks/imitation_vs_irl.py): which runs it trains, from what, and its table."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def study(monkeypatch):
+    spec = importlib.util.spec_from_file_location("imitation_vs_irl", ROOT / "benchmarks" / "imitation_vs_irl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = []
+    monkeypatch.setattr(module, "ensure_base_policy", built.append)  # no pretraining in a test
+    module.built = built
+    return module
+
+
+def test_every_arm_starts_from_the_seeds_base_policy_or_its_sft(study, tmp_path) -> None:
+    configs = study.study_configs(seed=1, demos=50, out=tmp_path, final_questions=200)
+    [base] = study.built
+    assert (base.algo, base.seed, base.out) == ("pretrain", 1, "runs/base-tiny-s1")  # the base run, not an AIRL run
+    assert set(configs) == set(study.ARMS)
+    assert configs["sft"].init == configs["airl"].init == configs["outcome"].init == "runs/base-tiny-s1"
+    assert configs["airl-sft"].init == configs["sft"].out == str(tmp_path / "d50-s1" / "sft")
+    assert (configs["sft"].algo, configs["airl"].algo, configs["outcome"].algo) == ("sft", "airl", "outcome")
+    assert all(c.seed == 1 and c.final_questions == 200 for c in configs.values())
+    assert configs["sft"].n_demos == configs["airl"].n_demos == configs["airl-sft"].n_demos == 50
+    for key, value in study.FROM_SFT.items():
+        assert getattr(configs["airl-sft"], key) == value
+    assert configs["outcome"].out == str(tmp_path / "outcome-s1")  # needs no demonstrations: once a seed
+
+
+def test_the_table_is_the_mean_and_spread_over_seeds(study) -> None:
+    def figures(acc: float, bo8: float | None = None) -> dict:
+        cell = {"sampled_acc": acc, "greedy_acc": acc, "pass@8": 0.9, "maj@8": acc, "bo8_logprob": acc}
+        return cell if bo8 is None else {**cell, "bo8_reward": bo8}
+
+    results = {("sft", 50, 0): figures(0.4), ("sft", 50, 1): figures(0.6),
+               ("airl", 50, 0): figures(0.5, bo8=0.7), ("airl", 50, 1): figures(0.5, bo8=0.9)}
+    markdown, summary = study.table(results, [0, 1], [50])
+    assert summary["sft/d50"]["sampled_acc"] == {"mean": 0.5, "min": 0.4, "max": 0.6, "seeds": [0.4, 0.6]}
+    # gain recovered: (0.7 - 0.5) / (0.9 - 0.5) = 0.5 and (0.9 - 0.5) / 0.4 = 1.0: mean 75 %
+    assert "| 50 | airl | 0.500 [0.500, 0.500] |" in markdown and "0.800 [0.700, 0.900] (75%)" in markdown
+    assert "| 50 | sft | 0.500 [0.400, 0.600] |" in markdown
+    assert "airl-sft" not in markdown  # arms with no runs are left out
