@@ -68,7 +68,8 @@ def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_exp
 
 @torch.no_grad()
 def discriminator_stats(logits: torch.Tensor, response_mask: torch.Tensor, source: list[str]) -> dict[str, float]:
-    """Accuracy and mean per-token logit for each source ("expert", "policy", "perturbed"):
+    """Accuracy and mean per-token logit for each source ("expert", "policy", "perturbed") over the tokens in
+    `response_mask` (in a discriminator step: those labelled, so a perturbed copy's from its change on, M3);
     a sequence is called expert when its mean token logit is above 0 (mean D > 1/2)."""
     mask = response_mask.float()
     mean_logit = (logits * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]

@@ -2,8 +2,9 @@
 
 What the AIRL loop does in small pieces (sample, one discriminator step, sample again), this mode does once and
 then at length, so that a real model's reward can be trained on 2 cores:
-1. A sample pool, drawn once and kept in the run folder (`pool.py`): the starting policy's answers to
-   `warmup_pool` training problems (4 each) and to `eval_questions` held-out test problems (`eval_samples` each).
+1. A sample pool (`minirl.pool`), drawn once and kept in the run folder as `pool.jsonl`: the starting policy's
+   answers to `warmup_pool` training problems (4 each) and to `eval_questions` held-out test problems
+   (`eval_samples` each).
 2. Traces (`Trace`): training experts (the `n_demos` demonstrations), one perturbed copy of each (M3) and the
    pooled answers; held-out experts, one perturbed copy of each, and the held-out pooled answers.
 3. Features, once per trace: the reward model is a copy of the policy (M2) of which only the top `train_layers`
@@ -159,8 +160,8 @@ def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimi
         chunk = [traces[i] for i in rows]
         with autocast(cfg.precision, device):
             logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
-        chunk_loss = discriminator_loss(logits, labelled_tokens(chunk, mask), is_expert[rows], cfg.label_smoothing,
-                                        weights[rows])
+        mask = labelled_tokens(chunk, mask)  # as in the AIRL loop's step: the loss and the accuracies alike
+        chunk_loss = discriminator_loss(logits, mask, is_expert[rows], cfg.label_smoothing, weights[rows])
         chunk_loss.backward()
         loss += chunk_loss.item()
         mean_logit = ((logits * mask).sum(1) / mask.sum(1)).detach()  # [b]: > 0 says expert (mean D > 1/2)
