@@ -84,11 +84,16 @@ def discriminator_stats(logits: torch.Tensor, response_mask: torch.Tensor, sourc
 
 
 def policy_rewards(reward_model: RewardModel, batch: Batch, form: str, policy_logp: torch.Tensor,
-                   clip: float = 0.0) -> torch.Tensor:
+                   clip: float = 0.0, entropy_coef: float = 1.0) -> torch.Tensor:
     """M2: the per-token reward paid to PPO, log D_t - log(1 - D_t) = the discriminator's
-    logit, on response tokens (0 elsewhere), optionally clipped to [-clip, clip]. [B, T]"""
+    logit, on response tokens (0 elsewhere), optionally clipped to [-clip, clip]. [B, T]
+    In the `airl` form that logit is f_t - log pi(y_t | s_t), whose -log pi part is an entropy bonus of weight 1;
+    `entropy_coef` (alpha) pays f_t - alpha log pi(y_t | s_t) instead (M4: alpha < 1 sharpens the policy the
+    reward leads to)."""
     with torch.no_grad():
         r = discriminator_logits(reward_model, batch, form, policy_logp)
+        if form == "airl" and entropy_coef != 1.0:  # ALGO LOGIC: the entropy bonus's weight (M4)
+            r = r + (1.0 - entropy_coef) * policy_logp
     if clip > 0:
         r = r.clamp(-clip, clip)
     return r * batch.response_mask

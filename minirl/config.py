@@ -90,6 +90,8 @@ class TrainConfig:
                                 "frozen layers' output is computed once per trace and cached (M10)")
     perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
+    entropy_coef: float = opt(1.0, "airl form: the policy is paid f - alpha log pi; alpha is the weight of that "
+                                   "entropy bonus (1 = AIRL's log D - log(1 - D); < 1 sharpens the policy, M4)")
     reward_clip: float = opt(5.0, "clip per-token rewards to [-c, c] (0 = off)")
     # ---- evaluation
     eval_every: int = opt(20, "iterations/steps between held-out evaluations and checkpoints")
@@ -161,7 +163,7 @@ NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "perturbed_per_expert", 
                 "target_kl", "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
-             "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
+             "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
 
 
 def check(cfg: TrainConfig) -> TrainConfig:

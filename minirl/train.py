@@ -207,7 +207,7 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
     reward_model.eval()
     with autocast(cfg.precision, batch.input_ids.device):  # after the step: autocast's weight copies are fresh
         rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows],
-                                                           cfg.reward_clip), batch, chunk_rows(cfg))
+                                                           cfg.reward_clip, cfg.entropy_coef), batch, chunk_rows(cfg))
     return rewards, stats
 
 

@@ -149,6 +149,21 @@ def test_policy_rewards_mask_and_clip(tok, lm, form: str, f: float, clip: float,
     assert not r.requires_grad
 
 
+@pytest.mark.parametrize(("form", "alpha", "want"), [
+    ("airl", 1.0, 4.5),  # f - 1.0 * log pi = 3 + 1.5: AIRL's own reward
+    ("airl", 0.5, 3.75),  # 3 + 0.5 * 1.5
+    ("airl", 0.0, 3.0),  # f alone: no entropy bonus
+    ("logit", 0.5, 3.0),  # the logit form has no log pi term to weigh
+])
+def test_entropy_coef_weighs_the_log_pi_term(tok, lm, form: str, alpha: float, want: float) -> None:
+    batch = encode(tok, PROMPTS, ANSWERS)
+    logp = torch.full(batch.input_ids.shape, -1.5)
+    r = policy_rewards(_constant_reward_model(lm, 3.0), batch, form, logp, entropy_coef=alpha)
+    inside = batch.response_mask.bool()
+    assert torch.allclose(r[inside], torch.full_like(r[inside], want))
+    assert torch.all(r[~inside] == 0)
+
+
 # ---------------------------------------------------------------- negatives (M3, M9)
 
 SOL1 = "Ben has 6*3 = <<6*3=18>>18 books.\nTogether they have 6+18 = <<6+18=24>>24 books.\n#### 24"

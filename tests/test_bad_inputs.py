@@ -92,6 +92,7 @@ TABLE = [
     (["train", "--temperature", "0", *OUT], None, 2, "--temperature 0.0: must be in (0, inf)"),
     (["train", "--top-p", "1.5", *OUT], None, 2, "--top-p 1.5: must be in (0, 1]"),
     (["train", "--seed", "-1", *OUT], None, 2, "--seed -1: must be in [0, 4294967295]"),
+    (["train", "--entropy-coef", "-0.5", *OUT], None, 2, "--entropy-coef -0.5: must be in [0, inf)"),
     (["train", "--advantage", "bogus", *OUT], None, 2, "--advantage 'bogus': choose from gae, group, loo"),
     (["train", "--form", "bogus", *OUT], None, 2, "--form 'bogus': choose from airl, logit"),
     (["train", "--algo", "bogus", *OUT], None, 2, "--algo 'bogus': choose from pretrain, sft, airl, outcome"),
