@@ -72,7 +72,8 @@ class TrainConfig:
     ppo_epochs: int = opt(2, "passes over each rollout batch")
     clip: float = opt(0.2, "PPO ratio clip epsilon")
     target_kl: float = opt(0.0, "stop an update's epochs once their mean approx-KL exceeds this (0 = never)")
-    advantage: str = opt("group", "gae (value head) or group (critic-free, the paper's)")
+    advantage: str = opt("group", "gae (value head), group (critic-free, the paper's), loo (its leave-one-out "
+                                  "variant) or trace (airl: each trace's mean reward as one outcome, M4)")
     gamma: float = opt(1.0, "discount for GAE / reward-to-go (paper's group estimator: 0.9)")
     lam: float = opt(0.95, "GAE lambda")
     kl_beta: float = opt(0.0, "per-token KL penalty to the starting policy (0 = none, the paper's setting)")
@@ -151,7 +152,7 @@ def config_from(saved: dict) -> TrainConfig:
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
            "size": ("tiny", "micro"),
-           "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo"),
+           "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo", "trace"),
            "warmup_questions": ("demos", "rl"),
            "report_to": ("", "tensorboard"),
            "precision": ("auto", "fp32", "bf16-mixed"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from minirl.config import from_preset
 from minirl.models import build_tokenizer, lm_forward, lm_forward_shared_prompts, token_logprobs
 from minirl.ppo import (
     Rollout,
@@ -22,6 +23,7 @@ from minirl.ppo import (
     whiten,
 )
 from minirl.rollout import Batch, encode, first_eos_mask, make_batch, sample
+from minirl.train import estimate_advantages
 
 # prompts of three different token lengths
 PROMPTS = ["Question: Mo?\nAnswer: ",
@@ -511,3 +513,15 @@ def test_shared_prompt_forward_gives_the_same_logprobs_and_gradients(tok, eos_lm
         weights.append([p.detach().clone() for p in lm.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*weights))  # 0.1 x rounding
     assert not all(torch.equal(a, b) for a, b in zip(weights[0], eos_lm.parameters()))  # a step was taken
+
+
+def test_trace_advantages_pay_each_trace_its_mean_reward_as_one_outcome() -> None:
+    cfg = from_preset("tiny", advantage="trace", samples_per_prompt=2)
+    # group of 2: trace 0 has rewards [1, 3] (mean 2), trace 1 has [0, 0, 3] (mean 1); padding carries junk
+    rewards = t([[1.0, 3.0, 9.0], [0.0, 0.0, 3.0]])
+    mask = t([[1, 1, 0], [1, 1, 1]])
+    adv, returns = estimate_advantages(cfg, rewards, None, mask)
+    # means 2 and 1: mu 1.5, sd (ddof 0) 0.5 -> +1 and -1 (up to the 1e-4 floor), on every response token
+    want = t([[1.0, 1.0, 0.0], [-1.0, -1.0, -1.0]]) * 0.5 / (0.5 + 1e-4)
+    assert returns is None
+    assert torch.allclose(adv, want)
