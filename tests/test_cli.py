@@ -16,9 +16,9 @@ def test_help_shows_defaults_tiny_values_and_choices():
     result = invoke("train", "--help")
     assert result.exit_code == 0
     for text in ("(one of: pretrain, sft, airl, outcome, reward)", "[tiny|smollm2|gsm8k-qwen0.5b]", "[token|scalar]",
-                 "[airl|logit]", "[gae|group|loo]", "[tiny|micro]", "half_as_many, gives_away", "--print-config",
+                 "[airl|logit]", "[gae|group|loo|trace]", "[tiny|micro]", "half_as_many, gives_away", "--print-config",
                  "[default: airl]", "[default: 120]", "[default: 0.0002]", "[default: (empty)]",
-                 "[tiny: pretrain 600, sft 200, airl/outcome 100]", "[tiny: outcome 0.05]"):
+                 "[tiny: pretrain 600, sft 200, airl/outcome 100]", "[tiny: airl/outcome 0.05]"):
         assert text in result.output, text
 
 
