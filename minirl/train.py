@@ -232,8 +232,8 @@ def kl_to_reference(cfg: TrainConfig, reference, batch: Batch, old_logp: torch.T
 def estimate_advantages(cfg: TrainConfig, rewards: torch.Tensor, old_values, mask: torch.Tensor):
     """M4: (advantages, returns); `gae` with the value head's estimates, or critic-free over each prompt's
     samples_per_prompt samples (returns None): for outcome RL one number per trace (M6), for the dense reward
-    the paper's `group` estimator, its leave-one-out variant `loo`, or `trace`: each trace's mean reward
-    (M5's rerank score) treated as its outcome."""
+    the paper's `group` estimator, its leave-one-out variant `loo`, or `trace`: each trace's mean reward (what
+    PPO is paid, KL penalty included) treated as its outcome."""
     if cfg.advantage == "gae":
         return gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
     if cfg.algo == "outcome":
