@@ -64,6 +64,11 @@ def discounted_to_go(x: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch
     return out
 
 
+def trace_means(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each trace's mean token reward over its response tokens (M4's score s_i). [B, T] -> [B]"""
+    return (rewards * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, gamma: float = 0.9,
                      baseline: str = "group") -> torch.Tensor:
     """The paper's critic-free estimator for dense rewards (M4; its code's `_grpo_dense`). Rows come in groups
@@ -80,7 +85,7 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
     otherwise): at gamma near 1 a longer trace gets a larger advantage of the same sign. [B, T] -> [B, T]"""
     mask = mask.float()
     B = rewards.shape[0]
-    scores = ((rewards * mask).sum(1) / mask.sum(1).clamp(min=1)).view(-1, group_size)  # [B/G, G] mean reward
+    scores = trace_means(rewards, mask).view(-1, group_size)  # [B/G, G] mean reward
     if baseline == "loo":  # ALGO LOGIC: the baseline each token reward is compared with
         others = (scores.sum(1, keepdim=True) - scores) / max(group_size - 1, 1)  # [B/G, G]
         normed = (rewards - others.reshape(B, 1)) * mask

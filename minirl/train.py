@@ -44,7 +44,7 @@ from minirl.models import (
     save_lm,
     token_logprobs,
 )
-from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, whiten
+from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, trace_means, whiten
 from minirl.rerank import evaluate
 from minirl.rollout import Batch, encode, in_chunks, sample
 from minirl.sft import sft_step
@@ -239,8 +239,7 @@ def estimate_advantages(cfg: TrainConfig, rewards: torch.Tensor, old_values, mas
     if cfg.algo == "outcome":
         return outcome_advantages((rewards * mask).sum(1), mask, cfg.samples_per_prompt), None
     if cfg.advantage == "trace":  # ALGO LOGIC: the dense reward's mean per trace, paid as one outcome (M4)
-        return outcome_advantages((rewards * mask).sum(1) / mask.sum(1).clamp(min=1), mask,
-                                  cfg.samples_per_prompt), None
+        return outcome_advantages(trace_means(rewards, mask), mask, cfg.samples_per_prompt), None
     return group_advantages(rewards, mask, cfg.samples_per_prompt, cfg.gamma, cfg.advantage), None
 
 
