@@ -35,7 +35,8 @@ def write_model_card(folder: str | Path, kind: str, cfg_dict: dict, figures: dic
         what = (f"The reward model learned by AIRL in the minirl run `{folder.parent}`: a causal LM backbone "
                 f"(`backbone/`) with a `{cfg_dict.get('head')}` head that gives every response token a reward f_t "
                 "(token head: f_t = log pi_phi(y_t | x, y_<t); scalar head: `head.safetensors`, Linear(hidden, 1) "
-                "on the last hidden state). It is the discriminator at the end of training (M2).")
+                "on the last hidden state; hybrid head: the token head's f_t plus `head.safetensors` applied to the "
+                "last hidden state before y_t). It is the discriminator at the end of training (M2).")
     lines = ["---", "library_name: transformers", f"tags: [minirl, {algo or 'unknown'}, "
              f"{'reward-model' if kind == 'reward' else 'text-generation'}]", "---", "",
              f"# {folder.parent.name}/{folder.name}", "", what, "", "## How it was trained", "",
@@ -66,7 +67,8 @@ def loading_lines(folder: Path, kind: str, cfg_dict: dict) -> list[str]:
              f'tokenizer = AutoTokenizer.from_pretrained("{lm}")', "```", ""]
     if kind == "reward":
         lines += ["With the token head the reward of token y_t is its log-prob under this model; with the scalar "
-                  "head it is `head.safetensors` (weight, bias) applied to the last hidden state.", ""]
+                  "head it is `head.safetensors` (weight, bias) applied to the last hidden state; the hybrid head "
+                  "adds the two (the head read at the state before y_t).", ""]
     lines += ["With minirl:", "", "```python"]
     lines += (["from minirl.models import load_lm", "", f'policy, tokenizer = load_lm("{folder}")'] if kind == "policy"
               else ["from minirl.models import RewardModel", "",

@@ -78,7 +78,8 @@ class TrainConfig:
     lam: float = opt(0.95, "GAE lambda")
     kl_beta: float = opt(0.0, "per-token KL penalty to the starting policy (0 = none, the paper's setting)")
     # ---- discriminator / reward model (M2, M3)
-    head: str = opt("token", "reward head: token (log-prob of a trainable copy) or scalar (Linear(hidden, 1))")
+    head: str = opt("token", "reward head: token (log-prob of a trainable copy), scalar (Linear(hidden, 1)) or "
+                             "hybrid (token + a learned per-state term h(s), not capped at 0, M2)")
     form: str = opt("airl", "discriminator form: airl (D = sigmoid(f - log pi)) or logit (D = sigmoid(z))")
     disc_lr: float = opt(1e-4, "reward model learning rate")
     disc_warmup: int = opt(200, "discriminator steps on base-policy samples before PPO starts")
@@ -152,7 +153,8 @@ def config_from(saved: dict) -> TrainConfig:
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
            "size": ("tiny", "micro"),
-           "head": ("token", "scalar"), "form": ("airl", "logit"), "advantage": ("gae", "group", "loo", "trace"),
+           "head": ("token", "scalar", "hybrid"), "form": ("airl", "logit"),
+           "advantage": ("gae", "group", "loo", "trace"),
            "warmup_questions": ("demos", "rl"),
            "report_to": ("", "tensorboard"),
            "precision": ("auto", "fp32", "bf16-mixed"),

@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 from tqdm import tqdm
@@ -129,12 +130,14 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
     policy_logp[real] = torch.cat([t.logp for t in traces]).to(device)
     h = top(inputs_embeds=hidden, attention_mask=batch.attention_mask,
             position_ids=position_ids(batch.attention_mask)).last_hidden_state  # [B, T, H]
-    if reward_model.head is None:  # token head: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
+    if reward_model.head_kind == "scalar":  # z_t
+        f = reward_model.head(h.float()).squeeze(-1).float()
+    else:  # token head: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
         P = batch.prompt_len  # the LM head runs where a response token is predicted: ~40 % of its work saved
         logits = reward_model.lm.lm_head(h[:, P - 1: -1])  # [B, R, V]: the positions that predict y_1..y_R
         f = response_logprobs(logits, batch.input_ids, P)  # [B, T]
-    else:  # scalar head: z_t
-        f = reward_model.head(h.float()).squeeze(-1).float()
+        if reward_model.head_kind == "hybrid":  # + h(s_t), read at the state before y_t (M2)
+            f = f + F.pad(reward_model.head(h[:, :-1].float()).squeeze(-1).float(), (1, 0))
     return (f - policy_logp if form == "airl" else f), batch.response_mask
 
 

@@ -86,7 +86,7 @@ def display_rewards(result: dict, head: str) -> list[float]:
     discriminator logit the policy is paid in the `airl` form, M2), the rewards as they are for `scalar`."""
     if result["rewards"] is None:
         raise ValueError("no rewards: score with a reward model")
-    if head == "token":
+    if head in ("token", "hybrid"):
         return [r - lp for r, lp in zip(result["rewards"], result["logprobs"], strict=True)]
     return list(result["rewards"])
 

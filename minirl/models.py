@@ -261,10 +261,10 @@ class RewardModel(nn.Module):
 
     def __init__(self, lm: nn.Module, head: str = "token"):
         super().__init__()
-        if head not in ("scalar", "token"):
-            raise ModelError(f"unknown reward head {head!r}; choose 'scalar' or 'token'")
+        if head not in ("scalar", "token", "hybrid"):
+            raise ModelError(f"unknown reward head {head!r}; choose 'scalar', 'token' or 'hybrid'")
         self.lm, self.head_kind = lm, head
-        self.head = nn.Linear(hidden_size(lm), 1) if head == "scalar" else None
+        self.head = nn.Linear(hidden_size(lm), 1) if head != "token" else None
         if self.head is not None:
             nn.init.zeros_(self.head.weight)  # start uninformative: z_t = 0 (D = 0.5 in `logit` form)
             nn.init.zeros_(self.head.bias)
@@ -274,6 +274,9 @@ class RewardModel(nn.Module):
         it scores: the value at column t sees only (x, y_<=t) (causal)."""
         if self.head_kind == "token":  # M2 token head: f_t = log pi_phi(y_t | x, y_<t)
             return token_logprobs(self.lm, input_ids, attention_mask)
+        if self.head_kind == "hybrid":  # M2 hybrid head: f_t = log pi_phi(y_t | s_t) + h(s_t), no cap
+            logp, _, h = lm_forward(self.lm, input_ids, attention_mask, value_head=self.head)
+            return logp + h
         hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                          output_hidden_states=True, logits_to_keep=1).hidden_states[-1]  # [B, T, H]
         return self.head(hidden.float()).squeeze(-1).float()  # [B, T], fp32 also under autocast

@@ -15,8 +15,9 @@ def invoke(*args: str):
 def test_help_shows_defaults_tiny_values_and_choices():
     result = invoke("train", "--help")
     assert result.exit_code == 0
-    for text in ("(one of: pretrain, sft, airl, outcome, reward)", "[tiny|smollm2|gsm8k-qwen0.5b]", "[token|scalar]",
-                 "[airl|logit]", "[gae|group|loo|trace]", "[tiny|micro]", "half_as_many, gives_away", "--print-config",
+    for text in ("(one of: pretrain, sft, airl, outcome, reward)", "[tiny|smollm2|gsm8k-qwen0.5b]",
+                 "[token|scalar|hybrid]", "[airl|logit]", "[gae|group|loo|trace]", "[tiny|micro]",
+                 "half_as_many, gives_away", "--print-config",
                  "[default: airl]", "[default: 120]", "[default: 0.0002]", "[default: (empty)]",
                  "[tiny: pretrain 600, sft 200, airl/outcome 100]", "[tiny: airl/outcome 0.05]"):
         assert text in result.output, text
@@ -35,7 +36,7 @@ def test_print_config_gives_the_preset_values_then_the_options():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--head", "bogus"], "--head 'bogus': choose from token, scalar"),
+    (["--head", "bogus"], "--head 'bogus': choose from token, scalar, hybrid"),
     (["--advantage", "nope"], "--advantage 'nope': choose from gae, group, loo"),
     (["--leave-out", "nope"], "--leave-out 'nope': choose from"),
 ])

@@ -34,7 +34,7 @@ def tasks_of(n: int) -> list[dict]:
             for i in range(1, n + 1)]
 
 
-@pytest.mark.parametrize("head,form", [("token", "airl"), ("scalar", "logit"), ("scalar", "airl")])
+@pytest.mark.parametrize("head,form", [("token", "airl"), ("scalar", "logit"), ("scalar", "airl"), ("hybrid", "airl")])
 @pytest.mark.parametrize("k", [1, 2])
 def test_cached_top_layers_give_the_whole_models_logits(tok, head, form, k):
     policy = build_tiny_lm(tok, "micro", seed=0).eval()

@@ -178,6 +178,20 @@ def test_reward_model_token_head_is_logprob(tok, lm) -> None:
     assert (f[:, 1:][batch.attention_mask[:, 1:].bool()] < 0).all()  # log-probs of real tokens
 
 
+def test_reward_model_hybrid_head_is_the_token_head_plus_a_per_state_term(tok, lm) -> None:
+    rm = RewardModel(lm, head="hybrid").eval()
+    batch = _batch(tok)
+    with torch.no_grad():
+        logp = token_logprobs(lm, batch.input_ids, batch.attention_mask)
+        assert torch.equal(rm(batch.input_ids, batch.attention_mask), logp)  # zero-initialised h: the token head
+        rm.head.bias.fill_(10.0)  # h(s) = 10 everywhere: f_t = log pi_phi + 10 (untrained: log pi_phi ~ -6)
+        f = rm(batch.input_ids, batch.attention_mask)
+    real = batch.attention_mask[:, 1:].bool()
+    assert torch.allclose(f[:, 1:][real], logp[:, 1:][real] + 10.0)
+    assert f[:, 0].eq(0).all()  # column 0 has no state before it: nothing is paid there
+    assert (f[:, 1:][real] > 0).all()  # unlike the token head's f = log-prob <= 0, not capped at 0
+
+
 def test_reward_model_scalar_head_starts_at_zero(tok, lm) -> None:
     rm = RewardModel(lm, head="scalar")
     batch = _batch(tok)
@@ -204,7 +218,7 @@ def test_reward_model_scalar_head_is_causal(tok, lm) -> None:
     assert not torch.allclose(a[:, -2:], b[:, -2:])
 
 
-@pytest.mark.parametrize("head", ["scalar", "token"])
+@pytest.mark.parametrize("head", ["scalar", "token", "hybrid"])
 def test_reward_model_save_load_round_trip(tok, lm, tmp_path: Path, head: str) -> None:
     rm = RewardModel(lm, head=head).eval()
     torch.manual_seed(0)
@@ -214,8 +228,8 @@ def test_reward_model_save_load_round_trip(tok, lm, tmp_path: Path, head: str) -
     batch = _batch(tok)
     with torch.no_grad():
         want = rm(batch.input_ids, batch.attention_mask)
-    if head == "scalar":
-        assert want[batch.attention_mask.bool()].abs().min() > 0
+    if head != "token":
+        assert rm.head.weight.abs().min() > 0  # the head is part of the reward
     rm.save(tmp_path / "reward", tok)
     again = RewardModel.load(tmp_path / "reward").eval()
     assert again.head_kind == head
