@@ -184,6 +184,9 @@ def check(cfg: TrainConfig) -> TrainConfig:
     for name, interval in INTERVALS.items():
         if not inside(getattr(cfg, name), interval):
             raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
+    if cfg.algo == "outcome" and cfg.advantage in ("loo", "trace"):  # outcome RL pays one number per trace (M6)
+        raise UsageError(f"--advantage {cfg.advantage} shapes a dense reward (airl); outcome RL pays one number per "
+                         "trace: use group or gae")
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
         raise UsageError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
                          "D <= 0.5, below the expert target (M2)")

@@ -94,6 +94,8 @@ TABLE = [
     (["train", "--seed", "-1", *OUT], None, 2, "--seed -1: must be in [0, 4294967295]"),
     (["train", "--entropy-coef", "-0.5", *OUT], None, 2, "--entropy-coef -0.5: must be in [0, inf)"),
     (["train", "--advantage", "bogus", *OUT], None, 2, "--advantage 'bogus': choose from gae, group, loo"),
+    (["train", "--algo", "outcome", "--advantage", "trace", *OUT], None, 2,
+     "--advantage trace shapes a dense reward (airl); outcome RL pays one number per trace: use group or gae"),
     (["train", "--form", "bogus", *OUT], None, 2, "--form 'bogus': choose from airl, logit"),
     (["train", "--algo", "bogus", *OUT], None, 2, "--algo 'bogus': choose from pretrain, sft, airl, outcome"),
     (["train", "--preset", "nope", *OUT], None, 2, "unknown preset 'nope'"),
