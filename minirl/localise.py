@@ -39,8 +39,8 @@ SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
 # serves log-probs, the token head's f and the scalar head's logits)
 TAU_QUANTILES = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 # what `display_rewards` shows per token, by reward head (None: no reward model, the policy's log-prob instead)
-SHOWN = {"token": "reward f - log pi per token", "scalar": "reward z per token",
-         None: "policy log-prob log pi per token"}
+SHOWN = {"token": "reward f - log pi per token", "hybrid": "reward f - log pi per token",
+         "scalar": "reward z per token", None: "policy log-prob log pi per token"}
 
 
 def char_to_token_span(tokens: list[str], span: tuple[int, int], eos: bool = True) -> tuple[int, int]:
@@ -82,7 +82,7 @@ def first_wrong_line_span(response: str, gold: str) -> tuple[int, int] | None:
 
 
 def display_rewards(result: dict, head: str) -> list[float]:
-    """The per-token reward shown to a user: f_t - log pi(y_t) for the `token` head (0 at initialisation; the
+    """The per-token reward shown to a user: f_t - log pi(y_t) for the `token` and `hybrid` heads (0 at init; the
     discriminator logit the policy is paid in the `airl` form, M2), the rewards as they are for `scalar`."""
     if result["rewards"] is None:
         raise ValueError("no rewards: score with a reward model")

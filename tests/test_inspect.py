@@ -59,6 +59,7 @@ def test_first_wrong_line_span() -> None:
 def test_display_rewards() -> None:
     result = {"tokens": ["a", "<eos>"], "logprobs": [-1.0, -0.5], "rewards": [-1.5, 0.5]}
     assert display_rewards(result, "token") == [-0.5, 1.0]
+    assert display_rewards(result, "hybrid") == [-0.5, 1.0]  # f already holds h(s): shown as the token head's
     assert display_rewards(result, "scalar") == [-1.5, 0.5]
     with pytest.raises(ValueError):
         display_rewards({**result, "rewards": None}, "token")
