@@ -9,6 +9,7 @@ and writes one table (`table.md`, `table.json`) and one figure (`study.png`, wit
 
 Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~90 min on 2 cores)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
+      python benchmarks/imitation_vs_irl.py --head hybrid --out runs/study-hybrid   (the AIRL arms' reward head)
 Every run is an ordinary run folder under --out, reused when it finished with the same settings, so an interrupted
 study continues where it stopped (after changing minirl's code, delete --out to measure the new code). The final
 evaluation uses 200 held-out questions x 8 samples (the preset's 500 would double the time); `--final-questions 500`
@@ -45,7 +46,7 @@ def run(cfg: TrainConfig) -> dict:
     return train(replace(cfg, overwrite=True))
 
 
-def study_configs(seed: int, demos: int, out: Path, final_questions: int) -> dict[str, TrainConfig]:
+def study_configs(seed: int, demos: int, out: Path, final_questions: int, head: str = "token") -> dict[str, TrainConfig]:
     base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
     ensure_base_policy(base_run)  # reused, or pretrained when missing
     base = base_run.out
@@ -53,9 +54,10 @@ def study_configs(seed: int, demos: int, out: Path, final_questions: int) -> dic
     cell = out / f"d{demos}-s{seed}"
     sft = from_preset("tiny", "sft", init=base, n_demos=demos, out=str(cell / "sft"), **common)
     return {"sft": sft,
-            "airl": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "airl"), **common),
+            "airl": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "airl"), head=head,
+                                **common),
             "airl-sft": from_preset("tiny", "airl", init=sft.out, n_demos=demos, out=str(cell / "airl-sft"),
-                                    **FROM_SFT, **common),
+                                    head=head, **FROM_SFT, **common),
             "outcome": from_preset("tiny", "outcome", init=base, out=str(out / f"outcome-s{seed}"), **common)}
 
 
@@ -120,11 +122,12 @@ def figure(summary: dict, demos: list[int], path: Path) -> None:
 def main(seeds: list[int] = typer.Option([0, 1], help="seeds (world, initialisation, sampling)"),
          demos: list[int] = typer.Option([50, 400], help="numbers of expert demonstrations"),
          final_questions: int = typer.Option(200, help="held-out questions in each run's final evaluation"),
+         head: str = typer.Option("token", help="reward head of the AIRL arms: token, hybrid or scalar (M2)"),
          out: Path = typer.Option(Path("runs/study"), help="folder for the runs, the table and the figure")) -> None:
     results = {}
     for seed in seeds:
         for n in demos:
-            for arm, cfg in study_configs(seed, n, out, final_questions).items():
+            for arm, cfg in study_configs(seed, n, out, final_questions, head).items():
                 results[(arm, n, seed)] = run(cfg)
     markdown, summary = table(results, seeds, demos)
     out.mkdir(parents=True, exist_ok=True)

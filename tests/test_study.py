@@ -34,6 +34,10 @@ def test_every_arm_starts_from_the_seeds_base_policy_or_its_sft(study, tmp_path)
     for key, value in study.FROM_SFT.items():
         assert getattr(configs["airl-sft"], key) == value
     assert configs["outcome"].out == str(tmp_path / "outcome-s1")  # needs no demonstrations: once a seed
+    assert configs["airl"].head == configs["airl-sft"].head == "token"
+    hybrid = study.study_configs(seed=1, demos=50, out=tmp_path, final_questions=200, head="hybrid")
+    assert hybrid["airl"].head == hybrid["airl-sft"].head == "hybrid"  # --head reaches the AIRL arms only
+    assert hybrid["sft"] == configs["sft"] and hybrid["outcome"] == configs["outcome"]
 
 
 def test_the_table_is_the_mean_and_spread_over_seeds(study) -> None:
