@@ -46,7 +46,8 @@ def run(cfg: TrainConfig) -> dict:
     return train(replace(cfg, overwrite=True))
 
 
-def study_configs(seed: int, demos: int, out: Path, final_questions: int, head: str = "token") -> dict[str, TrainConfig]:
+def study_configs(seed: int, demos: int, out: Path, final_questions: int,
+                  head: str = "token") -> dict[str, TrainConfig]:
     base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
     ensure_base_policy(base_run)  # reused, or pretrained when missing
     base = base_run.out
