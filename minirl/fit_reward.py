@@ -132,7 +132,7 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
             position_ids=position_ids(batch.attention_mask)).last_hidden_state  # [B, T, H]
     if reward_model.head_kind == "scalar":  # z_t
         f = reward_model.head(h.float()).squeeze(-1).float()
-    else:  # token head: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
+    else:  # token and hybrid heads: f_t = log pi_phi(y_t | x, y_<t), on response tokens only
         P = batch.prompt_len  # the LM head runs where a response token is predicted: ~40 % of its work saved
         logits = reward_model.lm.lm_head(h[:, P - 1: -1])  # [B, R, V]: the positions that predict y_1..y_R
         f = response_logprobs(logits, batch.input_ids, P)  # [B, T]

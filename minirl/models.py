@@ -6,7 +6,8 @@
   folder or a GGUF file; both return ordinary transformers causal LMs.
 - `RewardModel` is a causal LM backbone with one of two heads (M2):
   `scalar`: Linear(hidden, 1) -> one logit z_t per position (the paper's);
-  `token`:  the backbone keeps its LM head and f_t = log softmax(logits)[y_t] (ours, M9).
+  `token`:  the backbone keeps its LM head and f_t = log softmax(logits)[y_t] (ours, M9);
+  `hybrid`: the token head's f_t plus a Linear(hidden, 1) read at the state before y_t (M2).
 - `token_logprobs` is the one place log pi(y_t | x, y_<t) is computed (sampling, PPO,
   discriminator and evaluation all use it, so the temperature is applied identically).
 - `autocast` is the precision every forward pass runs in: weights, gradients and AdamW's moments
@@ -257,7 +258,7 @@ def token_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch
 # ---------------------------------------------------------------- reward model (M2)
 
 class RewardModel(nn.Module):
-    """A causal LM backbone with a `scalar` or `token` reward head (method.md M2)."""
+    """A causal LM backbone with a `scalar`, `token` or `hybrid` reward head (method.md M2)."""
 
     def __init__(self, lm: nn.Module, head: str = "token"):
         super().__init__()
@@ -266,7 +267,7 @@ class RewardModel(nn.Module):
         self.lm, self.head_kind = lm, head
         self.head = nn.Linear(hidden_size(lm), 1) if head != "token" else None
         if self.head is not None:
-            nn.init.zeros_(self.head.weight)  # start uninformative: z_t = 0 (D = 0.5 in `logit` form)
+            nn.init.zeros_(self.head.weight)  # start uninformative: z_t = 0, h(s) = 0 (hybrid = the token head)
             nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
