@@ -31,6 +31,7 @@ CURVES = [
     ("held-out sampled accuracy", "eval_step", ("sampled_acc",)),
     ("held-out AUROC in question (M7)", "eval_step", ("reward_auroc", "logprob_auroc")),
     ("discriminator accuracy (M2)", "disc", ("disc_acc_expert", "disc_acc_policy", "disc_acc_perturbed")),
+    ("discriminator mean logit (M2)", "disc", ("disc_logit_expert", "disc_logit_policy", "disc_logit_perturbed")),
     ("discriminator loss (0.69 = log 2)", "disc", ("disc_loss",)),
     ("reward per trace", "iter", ("reward_per_seq",)),
     ("PPO approx-KL per token", "iter", ("approx_kl",)),

@@ -26,7 +26,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def airl_rows(iters: int = 6, warmup: int = 3) -> list[dict]:
     """What train_rl logs: an evaluation at 0, warm-up steps, then iterations with an evaluation every 3."""
-    disc = dict(disc_loss=0.69, disc_acc_expert=0.6, disc_acc_policy=0.5, disc_acc_perturbed=0.4)
+    disc = dict(disc_loss=0.69, disc_acc_expert=0.6, disc_acc_policy=0.5, disc_acc_perturbed=0.4,
+                disc_logit_expert=0.1, disc_logit_policy=-0.2, disc_logit_perturbed=-0.5)
     rows = [{"eval_step": 0, "sampled_acc": 0.2, "logprob_auroc": 0.5, "reward_auroc": 0.5}]
     rows += [{"warmup_step": s, **disc} for s in range(1, warmup + 1)]
     for it in range(1, iters + 1):
