@@ -40,6 +40,7 @@ class LearnedReward:
     tokenizer: object  # a transformers tokenizer
     reward_model: RewardModel
     batch_size: int = 8  # responses scored per forward pass
+    default_score: str = "mean"  # what `score` ranks by unless told: `default_score_of` the run
 
     def token_rewards(self, question: str, response: str) -> list[tuple[str, float]]:
         """Each response token (decoded alone, the final EOS included) with its reward as `minirl inspect` shows it:
@@ -47,9 +48,11 @@ class LearnedReward:
         result = score_texts(self.policy, self.tokenizer, [question], [response], self.reward_model)[0]
         return list(zip(result["tokens"], display_rewards(result, self.reward_model.head_kind), strict=True))
 
-    def score(self, questions: list[str], responses: list[str], aggregate: str = "mean") -> list[float]:
+    def score(self, questions: list[str], responses: list[str], aggregate: str = "auto") -> list[float]:
         """One score per (question, response), as `minirl rerank` ranks: an aggregate of the learned reward f_t
-        (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi."""
+        (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi; `auto` is the run's
+        `default_score`."""
+        aggregate = self.default_score if aggregate == "auto" else aggregate
         if aggregate not in SCORES:
             raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
         if len(questions) != len(responses):
@@ -67,16 +70,28 @@ class LearnedReward:
 def load_reward(run: str | Path, reward_from: str | Path | None = None) -> LearnedReward:
     """The learned reward of a run folder: its reward/ model, scored against its policy/ and tokenizer (or the
     reward model of `reward_from`, another run with the same tokenizer, as `minirl rerank --reward-from`)."""
-    policy, tokenizer, reward_model, _ = runs.load_run(run, reward_from)
+    policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
     if reward_model is None:
         raise ModelError(f"{run}: no reward model in this run (no reward/ inside); train it with --algo airl")
-    return LearnedReward(policy, tokenizer, reward_model.eval())
+    if reward_from:  # the reward's own run says how it was trained
+        config = runs.saved_config(Path(reward_from)) if (Path(reward_from) / "config.json").exists() else {}
+    return LearnedReward(policy, tokenizer, reward_model.eval(), default_score=default_score_of(config))
+
+
+def default_score_of(config: dict) -> str:
+    """What a reward ranks by unless told (M2, M5). A reward trained alone against a fixed policy (`--algo reward`)
+    is the discriminator's logit f - log pi: the contrast it learned (SmolLM2, 100 held-out GSM8K problems: expert
+    above SmolLM2's own wrong answer 0.99 by f - log pi, 0.55 by f, 0.49 by log-prob; README). A reward trained
+    beside its policy (AIRL) is ranked by mean f: there the policy has moved towards the reward, so on its samples
+    f - log pi tends to 0 (D -> 1/2) and loses the signal (tiny preset, seed 0, 400 demos, best-of-8 on 200
+    questions: mean f 0.865, f - log pi 0.760, log-prob 0.845)."""
+    return "f-logpi" if config.get("form", "airl") == "airl" and config.get("algo") == "reward" else "mean"
 
 
 # ---------------------------------------------------------------- TRL (`pip install -e '.[trl]'`)
 
 
-def trl_reward_func(run: str | Path, aggregate: str = "mean", reward_from: str | Path | None = None) -> Callable:
+def trl_reward_func(run: str | Path, aggregate: str = "auto", reward_from: str | Path | None = None) -> Callable:
     """A reward function for TRL's GRPOTrainer (`reward_funcs=[...]`): (prompts, completions, **kwargs) ->
     one float per completion, `LearnedReward.score` of (question, completion).
 
@@ -85,6 +100,7 @@ def trl_reward_func(run: str | Path, aggregate: str = "mean", reward_from: str |
     question is recovered and formatted again: the last user message of a conversational prompt; for a plain
     prompt the dataset's `question` column when it has one (TRL passes every column through), else the prompt."""
     reward = load_reward(run, reward_from)
+    aggregate = reward.default_score if aggregate == "auto" else aggregate
     if aggregate not in SCORES:
         raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
 

@@ -4,6 +4,7 @@ trained for two steps on a micro run's reward."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from minirl.data import SYSTEM, format_prompt
 from minirl.localise import display_rewards
 from minirl.models import ModelError
 from minirl.rerank import aggregate, score_texts
-from minirl.reward import load_reward, question_of, trl_reward_func
+from minirl.reward import default_score_of, load_reward, question_of, trl_reward_func
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples does he have?",
              "A box holds 6 pens. How many pens are in 2 boxes?", "Sam had 9 cards and gave away 5. How many are left?"]
@@ -39,6 +40,18 @@ def test_scores_are_rerank_aggregates_batched_or_not(run_dir):
     assert reward.score(QUESTIONS, RESPONSES, "f-logpi") == pytest.approx([0.0] * 3, abs=1e-5)
     with pytest.raises(ValueError, match="unknown aggregate"):
         reward.score(QUESTIONS, RESPONSES, "median")
+
+
+def test_the_default_score_follows_how_the_reward_was_trained(run_dir):
+    assert default_score_of({"algo": "airl", "form": "airl"}) == "mean"  # beside its policy: mean f
+    assert default_score_of({"algo": "reward", "form": "airl"}) == "f-logpi"  # alone: the discriminator's logit
+    assert default_score_of({"algo": "reward", "form": "logit"}) == "mean"  # there f is the logit already
+    assert default_score_of({}) == "mean"
+    reward = load_reward(run_dir)
+    assert reward.default_score == "mean"
+    alone = replace(reward, default_score="f-logpi")
+    assert alone.score(QUESTIONS, RESPONSES) == alone.score(QUESTIONS, RESPONSES, "f-logpi")
+    assert reward.score(QUESTIONS, RESPONSES) == reward.score(QUESTIONS, RESPONSES, "mean")
 
 
 def test_a_run_without_reward_model_is_one_clear_error(run_dir, tmp_path):
