@@ -52,6 +52,7 @@ def test_the_default_score_follows_how_the_reward_was_trained(run_dir):
     alone = replace(reward, default_score="f-logpi")
     assert alone.score(QUESTIONS, RESPONSES) == alone.score(QUESTIONS, RESPONSES, "f-logpi")
     assert reward.score(QUESTIONS, RESPONSES) == reward.score(QUESTIONS, RESPONSES, "mean")
+    assert alone.score(QUESTIONS, RESPONSES) != pytest.approx(reward.score(QUESTIONS, RESPONSES))  # two scores
 
 
 def test_a_run_without_reward_model_is_one_clear_error(run_dir, tmp_path):
