@@ -52,6 +52,7 @@ def test_rerank_cli_end_to_end(run_dir, tmp_path):
     args = ["rerank", "--run", str(run_dir), "--n", "4", "--questions", "3", "--max-new-tokens", "20"]
     result = CliRunner().invoke(app, [*args, "--out", str(out), "--samples", str(samples)])
     assert result.exit_code == 0, result.output
+    assert "minirl.reward.score ranks by row: mean" in result.output  # an AIRL run's reward: mean f
     figures = json.loads(out.read_text())
     assert {"random", "majority", "logprob", "oracle", "mean", "discounted", "pass@k"} <= set(figures)
     assert set(figures["mean"]) >= {"success@1", "success@4", "auroc", "auroc_pooled"}
