@@ -138,9 +138,9 @@ def rerank(
 ) -> None:
     import time
 
-    from minirl import runs, tables
+    from minirl import tables
     from minirl.rerank import load_records, rerank_table, save_records
-    from minirl.reward import default_score_of
+    from minirl.reward import run_default_score
 
     with user_errors():
         check_rerank_options(n, questions, max_new_tokens, seed, out, samples)
@@ -158,10 +158,7 @@ def rerank(
         Console().print(tables.rerank_table_view(figures, ks, title))
         for line in tables.auroc_interval_lines(figures, AUROC_INTERVALS):
             Console().print(line, markup=False)
-        trained_by = Path(reward_from or run) / "config.json"  # the row `minirl.reward.score` ranks by (M5)
-        if trained_by.is_file():
-            row = default_score_of(runs.saved_config(trained_by.parent))
-            Console().print(f"minirl.reward.score ranks by row: {row}", markup=False)
+        Console().print(f"minirl.reward.score ranks by row: {run_default_score(run, reward_from)}", markup=False)
         if out:
             with open(out, "w") as f:
                 json.dump(figures, f, indent=2)

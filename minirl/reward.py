@@ -48,13 +48,18 @@ class LearnedReward:
         result = score_texts(self.policy, self.tokenizer, [question], [response], self.reward_model)[0]
         return list(zip(result["tokens"], display_rewards(result, self.reward_model.head_kind), strict=True))
 
+    def score_name(self, aggregate: str) -> str:
+        """`aggregate` itself, or this reward's `default_score` for `auto`; an unknown name is a ValueError."""
+        aggregate = self.default_score if aggregate == "auto" else aggregate
+        if aggregate not in SCORES:
+            raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
+        return aggregate
+
     def score(self, questions: list[str], responses: list[str], aggregate: str = "auto") -> list[float]:
         """One score per (question, response), as `minirl rerank` ranks: an aggregate of the learned reward f_t
         (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi; `auto` is the run's
         `default_score`."""
-        aggregate = self.default_score if aggregate == "auto" else aggregate
-        if aggregate not in SCORES:
-            raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
+        aggregate = self.score_name(aggregate)
         if len(questions) != len(responses):
             raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
         scores = []
@@ -70,12 +75,16 @@ class LearnedReward:
 def load_reward(run: str | Path, reward_from: str | Path | None = None) -> LearnedReward:
     """The learned reward of a run folder: its reward/ model, scored against its policy/ and tokenizer (or the
     reward model of `reward_from`, another run with the same tokenizer, as `minirl rerank --reward-from`)."""
-    policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
+    policy, tokenizer, reward_model, _ = runs.load_run(run, reward_from)
     if reward_model is None:
         raise ModelError(f"{run}: no reward model in this run (no reward/ inside); train it with --algo airl")
-    if reward_from:  # the reward's own run says how it was trained
-        config = runs.saved_config(Path(reward_from)) if (Path(reward_from) / "config.json").exists() else {}
-    return LearnedReward(policy, tokenizer, reward_model.eval(), default_score=default_score_of(config))
+    return LearnedReward(policy, tokenizer, reward_model.eval(), default_score=run_default_score(run, reward_from))
+
+
+def run_default_score(run: str | Path, reward_from: str | Path | None = None) -> str:
+    """`default_score_of` the run that trained the reward (`reward_from`, else `run`); `mean` without its config."""
+    folder = Path(reward_from or run)
+    return default_score_of(runs.saved_config(folder) if (folder / "config.json").is_file() else {})
 
 
 def default_score_of(config: dict) -> str:
@@ -100,9 +109,7 @@ def trl_reward_func(run: str | Path, aggregate: str = "auto", reward_from: str |
     question is recovered and formatted again: the last user message of a conversational prompt; for a plain
     prompt the dataset's `question` column when it has one (TRL passes every column through), else the prompt."""
     reward = load_reward(run, reward_from)
-    aggregate = reward.default_score if aggregate == "auto" else aggregate
-    if aggregate not in SCORES:
-        raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(SCORES)}")
+    aggregate = reward.score_name(aggregate)
 
     def learned_reward(prompts: list, completions: list, **kwargs) -> list[float]:
         columns = kwargs.get("question") or [None] * len(prompts)
