@@ -19,13 +19,15 @@ discriminator step per rollout batch, as in the paper.
 from __future__ import annotations
 
 import copy
+import json
 import random
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer
 
-from minirl.config import TrainConfig, UserError
+from minirl.config import TrainConfig, UsageError, UserError
 from minirl.data import format_prompt, perturb
 from minirl.models import RewardModel, autocast, check_same_tokenizer, load_lm, pick_device, token_logprobs
 from minirl.rollout import Batch, make_batch, micro_batches, sample_answers, text_ids
@@ -189,14 +191,31 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
-    """M2: the reward model starts as a copy of the policy's weights, or from its own backbone (`reward_init`),
-    which must cut text into the same tokens."""
+    """M2: the reward model starts as a copy of the policy's weights, from its own backbone (`reward_init`), which
+    must cut text into the same tokens, or as another run's trained reward model (`reward_from`)."""
+    if cfg.reward_from:
+        return check_reward_from(cfg, tokenizer).train()
     if not cfg.reward_init:
         lm = copy.deepcopy(policy)
     else:
         lm, reward_tokenizer = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
         check_same_tokenizer(tokenizer, reward_tokenizer)
     return RewardModel(lm.train(), cfg.head)
+
+
+def check_reward_from(cfg: TrainConfig, tokenizer) -> RewardModel:
+    """The reward model of the run `cfg.reward_from`, refused in one line unless it has the head, form and tokens
+    that `cfg` trains with (its reward.json and config.json say which)."""
+    folder = Path(cfg.reward_from).expanduser()
+    if not (folder / "reward").is_dir():
+        raise UserError(f"--reward-from {cfg.reward_from}: no reward model in that run (no reward/ inside)")
+    reward_model = RewardModel.load(folder / "reward", pick_device()[1])
+    form = json.loads((folder / "config.json").read_text()).get("form") if (folder / "config.json").is_file() else None
+    if reward_model.head_kind != cfg.head or form not in (None, cfg.form):
+        raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {reward_model.head_kind} --form "
+                         f"{form or cfg.form}: give the same here")
+    check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(folder / "reward" / "backbone")))
+    return reward_model
 
 
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,

@@ -35,6 +35,8 @@ class TrainConfig:
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
                         "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
     reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")
+    reward_from: str = opt("", "airl: start from the reward model of this run folder instead, with no warm-up (e.g. "
+                               "one trained against the base policy, for AIRL from SFT: M2)")
     data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the split 'train'")
     test_data: str = opt("", "held-out GSM8K problems (.jsonl or 'test'); unused for the synthetic world")
     calculator_annotations: bool = opt(False, "keep GSM8K's <<48/2=24>> annotations in expert traces (a chat policy "
@@ -87,6 +89,8 @@ class TrainConfig:
                                  "(reward: the sample pool's training problems)")
     warmup_questions: str = opt("demos", "whose problems those are: demos (paired with the experts) or rl (other "
                                          "problems: use it when starting from SFT, which knows the demos by heart)")
+    disc_steps: int = opt(1, "discriminator steps per PPO iteration (0 = the reward stays as the warm-up or "
+                             "--reward-from left it: a frozen reward, M2)")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
     train_layers: int = opt(0, "reward: train only the top N decoder layers of the reward model (0 = all); the "
                                 "frozen layers' output is computed once per trace and cached (M10)")
@@ -162,8 +166,8 @@ CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": t
 AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
                 "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
                 "n_corpus", "disc_batch", "warmup_pool")
-NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "perturbed_per_expert", "lora_rank", "kl_beta", "reward_clip",
-                "target_kl", "micro_batch_size")
+NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "disc_steps", "perturbed_per_expert", "lora_rank", "kl_beta",
+                "reward_clip", "target_kl", "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
@@ -190,6 +194,9 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
         raise UsageError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
                          "D <= 0.5, below the expert target (M2)")
+    if cfg.reward_from and (cfg.algo != "airl" or cfg.reward_init):
+        raise UsageError("--reward-from starts an airl run's reward model from another run: use it with --algo airl "
+                         "and without --reward-init")
     if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--report-to tensorboard needs tensorboard: pip install -e '.[track]'")
     if cfg.resume and cfg.overwrite:

@@ -22,6 +22,7 @@ from torch import nn
 
 from minirl import runs
 from minirl.airl import (
+    check_reward_from,
     discriminator_step,
     make_reward_model,
     negatives,
@@ -66,6 +67,8 @@ def train(cfg: TrainConfig) -> dict:
     if base is not None:
         ensure_base_policy(base)
     policy, tokenizer = load_policy(cfg, data)
+    if cfg.reward_from:  # refused before the run folder exists
+        check_reward_from(cfg, tokenizer)
     run = runs.start(folder, cfg)
     try:
         if cfg.algo in ("pretrain", "sft"):
@@ -195,15 +198,17 @@ def score_samples(cfg: TrainConfig, policy, value_head, batch: Batch):
 def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimizer, policy, tokenizer,
                  demos: list[dict], tasks: list[dict], batch: Batch,
                  logp_at_t1: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """M2: one discriminator step on experts vs these samples and perturbed experts (M3), then the per-token
-    reward of every sample under the updated discriminator, [B*G, T]."""
-    experts = rng.sample(demos, cfg.disc_batch)
-    own_samples, perturbed = negatives(experts, sampled(batch, tokenizer, [t["question"] for t in tasks]),
-                                       cfg.perturbed_per_expert, rng)  # the sampled ids themselves (M2)
-    stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
-                               rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
-                               cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
-                               precision=cfg.precision)
+    """M2: `disc_steps` discriminator steps (1 by default) on experts vs these samples and perturbed experts (M3),
+    then the per-token reward of every sample under the updated discriminator, [B*G, T]."""
+    stats = {}
+    for _ in range(cfg.disc_steps):  # ALGO LOGIC: how fast the discriminator follows the policy (0: frozen)
+        experts = rng.sample(demos, cfg.disc_batch)
+        own_samples, perturbed = negatives(experts, sampled(batch, tokenizer, [t["question"] for t in tasks]),
+                                           cfg.perturbed_per_expert, rng)  # the sampled ids themselves (M2)
+        stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
+                                   rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
+                                   cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
+                                   precision=cfg.precision)
     reward_model.eval()
     with autocast(cfg.precision, batch.input_ids.device):  # after the step: autocast's weight copies are fresh
         rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows],
@@ -267,7 +272,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         if cfg.steps > 0:  # (with no training it is the only one, and finish() evaluates it)
             best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer,
                                                          data["test"])
-        if reward_model is not None:
+        if reward_model is not None and not cfg.reward_from:  # a reward from another run is trained already
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
                                   data["rl"])
     for it in run.progress(range(start, cfg.steps), cfg.algo):

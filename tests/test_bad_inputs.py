@@ -102,6 +102,13 @@ TABLE = [
     (["train", "--form", "logit", *OUT], None, 2, "--head token needs --form airl"),
     (["train", "--disc-batch", "50", "--n-demos", "40", *OUT], None, 2, "--disc-batch 50 is larger than --n-demos 40"),
     (["train", "--resume", "--overwrite", *OUT], None, 2, "give --resume or --overwrite, not both"),
+    (["train", "--disc-steps", "-1", *OUT], None, 2, "--disc-steps -1: must not be negative"),
+    (["train", "--algo", "outcome", "--reward-from", "{run}", *OUT], None, 2,
+     "--reward-from starts an airl run's reward model from another run: use it with --algo airl"),
+    (["train", "--reward-from", "{run}", "--reward-init", "{run}/policy", *OUT], None, 2, "and without --reward-init"),
+    ([*AIRL, "--reward-from", "{run}", "--head", "scalar", *OUT], None, 2,
+     "was trained with --head token --form airl: give the same here"),
+    ([*AIRL, "--reward-from", "{tmp}", *OUT], None, 1, "no reward model in that run (no reward/ inside)"),
     (["train", "--final-questions", "600", "--n-corpus", "300", *OUT], None, 2,
      "the synthetic world: 500 held-out problems, fewer than the evaluation asks for (--final-questions 600)"),
     # train: bad data, run folders and places to write (exit 1)

@@ -75,6 +75,27 @@ def assert_same_weights(folder, other):
             torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-6)
 
 
+def test_a_reward_from_another_run_with_no_discriminator_steps_stays_frozen(base_run, whole_run, tmp_path,
+                                                                             monkeypatch):
+    """--reward-from starts the reward model as that run's (no warm-up); --disc-steps 0 never changes it, while
+    --disc-steps 2 takes two discriminator steps per PPO iteration."""
+    import minirl.train as train_module
+
+    calls = []
+    step = train_module.discriminator_step
+    monkeypatch.setattr(train_module, "discriminator_step", lambda *a, **k: calls.append(1) or step(*a, **k))
+    train(airl_config(base_run[0], tmp_path / "frozen", reward_from=str(whole_run), disc_steps=0))
+    assert calls == []
+    logged = [json.loads(x) for x in (tmp_path / "frozen/metrics.jsonl").read_text().splitlines()]
+    assert not any("warmup_step" in m or "disc_loss" in m for m in logged)
+    assert [m["iter"] for m in logged if "iter" in m] == [1, 2, 3, 4]
+    given, kept = (load_file(f / "reward/backbone/model.safetensors") for f in (whole_run, tmp_path / "frozen"))
+    assert given.keys() == kept.keys() and all(torch.equal(given[n], kept[n]) for n in given)
+
+    train(airl_config(base_run[0], tmp_path / "two", disc_steps=2))
+    assert len(calls) == 2 * 4  # two per iteration; the warm-up's steps are not counted here
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(base_run, whole_run, tmp_path, monkeypatch):
     checkpoint = runs.save_checkpoint
 
