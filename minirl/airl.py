@@ -12,8 +12,8 @@ The policy is paid the discriminator's logit, log D_t - log(1 - D_t): that is f_
 Before PPO starts, `warm_up_discriminator` trains it on the starting policy's own samples, so
 that the first rewards already mean something (M2, M9).
 
-Left out on purpose: gradient penalties and replay buffers of old samples; one
-discriminator step per rollout batch, as in the paper.
+Left out on purpose: gradient penalties and replay buffers of old samples. One discriminator step per rollout
+batch, as in the paper (`--disc-steps`; 0 keeps the reward fixed, e.g. one taken from another run).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ def test_every_arm_starts_from_the_seeds_base_policy_or_its_sft(study, tmp_path)
     assert configs["sft"].n_demos == configs["airl"].n_demos == configs["airl-sft"].n_demos == 50
     for key, value in study.FROM_SFT.items():
         assert getattr(configs["airl-sft"], key) == value
+    assert configs["airl-sft"].reward_from == configs["airl"].out  # taught by the airl arm's reward, frozen
+    assert configs["airl-sft"].disc_steps == 0 and configs["airl"].disc_steps == 1
     assert configs["outcome"].out == str(tmp_path / "outcome-s1")  # needs no demonstrations: once a seed
     assert configs["airl"].head == configs["airl-sft"].head == "token"
     hybrid = study.study_configs(seed=1, demos=50, out=tmp_path, final_questions=200, head="hybrid")
