@@ -19,7 +19,6 @@ batch, as in the paper (`--disc-steps`; 0 keeps the reward fixed, e.g. one taken
 from __future__ import annotations
 
 import copy
-import json
 import random
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from minirl.config import TrainConfig, UsageError, UserError
 from minirl.data import format_prompt, perturb
 from minirl.models import RewardModel, autocast, check_same_tokenizer, load_lm, pick_device, token_logprobs
 from minirl.rollout import Batch, make_batch, micro_batches, sample_answers, text_ids
-from minirl.runs import Run
+from minirl.runs import Run, saved_config
 
 
 def discriminator_logits(reward_model: RewardModel, batch: Batch, form: str,
@@ -210,7 +209,7 @@ def check_reward_from(cfg: TrainConfig, tokenizer) -> RewardModel:
     if not (folder / "reward").is_dir():
         raise UserError(f"--reward-from {cfg.reward_from}: no reward model in that run (no reward/ inside)")
     reward_model = RewardModel.load(folder / "reward", pick_device()[1])
-    form = json.loads((folder / "config.json").read_text()).get("form") if (folder / "config.json").is_file() else None
+    form = saved_config(folder).get("form") if (folder / "config.json").is_file() else None
     if reward_model.head_kind != cfg.head or form not in (None, cfg.form):
         raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {reward_model.head_kind} --form "
                          f"{form or cfg.form}: give the same here")
