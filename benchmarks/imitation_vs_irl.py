@@ -5,7 +5,8 @@ For each seed and each number of demonstrations it trains, from the seed's base 
   airl       AIRL from the base policy (M2-M4)
   airl-sft   PPO from that SFT policy on the reward the `airl` arm learned, frozen (`FROM_SFT`)
   outcome    outcome RL from the base policy (sees correctness labels; needs no demonstrations, so once a seed)
-and writes one table (`table.md`, `table.json`) and one figure (`study.png`, with the `plot` extra) to --out.
+and writes one table (`table.md`, `table.json`; below it each AIRL arm's gain over SFT, paired by question) and
+one figure (`study.png`, with the `plot` extra) to --out.
 
 Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~90 min on 2 cores)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
@@ -19,6 +20,7 @@ restores it.
 from __future__ import annotations
 
 import json
+import random
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +90,25 @@ def table(results: dict, seeds: list[int], demos: list[int]) -> tuple[str, dict]
     return "\n".join(rows), summary
 
 
+def paired_gain(pairs: list[tuple[Path, Path]], resamples: int = 2000) -> tuple[float, float, float]:
+    """An arm's gain over SFT in sampled accuracy, paired on the same held-out questions: (gain, low, high), the
+    mean over seeds of the per-question differences and a 95 % bootstrap interval that resamples the questions
+    within each seed. `pairs`: (SFT run, arm run) per seed; their eval_samples.jsonl hold the final evaluation."""
+    def accuracy(run: Path) -> dict[str, float]:
+        records = [json.loads(line) for line in (run / "eval_samples.jsonl").read_text().splitlines()]
+        return {r["question"]: statistics.mean(s["correct"] for s in r["samples"]) for r in records}
+
+    diffs = []
+    for sft, arm in pairs:
+        before, after = accuracy(sft), accuracy(arm)
+        diffs.append([after[q] - before[q] for q in before])  # the same questions: one seed's held-out set
+    rng = random.Random(0)
+    boot = sorted(statistics.mean(statistics.mean(rng.choices(d, k=len(d))) for d in diffs)
+                  for _ in range(resamples))
+    gain = statistics.mean(statistics.mean(d) for d in diffs)
+    return gain, boot[int(0.025 * resamples)], boot[int(0.975 * resamples)]
+
+
 def spread(values: list[float]) -> str:
     mean = statistics.mean(values)
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} [{min(values):.3f}, {max(values):.3f}]"
@@ -126,12 +147,17 @@ def main(seeds: list[int] = typer.Option([0, 1], help="seeds (world, initialisat
          final_questions: int = typer.Option(200, help="held-out questions in each run's final evaluation"),
          head: str = typer.Option("token", help="reward head of the AIRL arms: token, hybrid or scalar (M2)"),
          out: Path = typer.Option(Path("runs/study"), help="folder for the runs, the table and the figure")) -> None:
-    results = {}
+    results, folders = {}, {}
     for seed in seeds:
         for n in demos:
             for arm, cfg in study_configs(seed, n, out, final_questions, head).items():
-                results[(arm, n, seed)] = run(cfg)
+                results[(arm, n, seed)], folders[(arm, n, seed)] = run(cfg), Path(cfg.out)
     markdown, summary = table(results, seeds, demos)
+    markdown += "\n\nGain over SFT in sampled accuracy, paired on the same held-out questions [95 % bootstrap]:"
+    for n in demos:
+        for arm in ("airl", "airl-sft"):
+            gain, low, high = paired_gain([(folders["sft", n, seed], folders[arm, n, seed]) for seed in seeds])
+            markdown += f"\n- {n} demos, {arm}: {gain:+.3f} [{low:+.3f}, {high:+.3f}]"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown + "\n")
     (out / "table.json").write_text(json.dumps(summary, indent=2))

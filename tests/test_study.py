@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,23 @@ def test_the_table_is_the_mean_and_spread_over_seeds(study) -> None:
     assert "| 50 | airl | 0.500 [0.500, 0.500] |" in markdown and "0.800 [0.700, 0.900] (75%)" in markdown
     assert "| 50 | sft | 0.500 [0.400, 0.600] |" in markdown
     assert "airl-sft" not in markdown  # arms with no runs are left out
+
+
+def test_the_gain_over_sft_is_paired_by_question(study, tmp_path) -> None:
+    def write(run: str, correct: dict[str, list[bool]]) -> Path:
+        folder = tmp_path / run
+        folder.mkdir()
+        rows = [{"question": q, "samples": [{"correct": c} for c in cs]} for q, cs in correct.items()]
+        (folder / "eval_samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        return folder
+
+    # seed 0: question a 0/2 -> 1/2, b 2/2 -> 2/2: differences 0.5, 0 (mean 0.25); seed 1: 1/2 -> 1/2 twice: 0
+    pairs = [(write("sft0", {"a": [False, False], "b": [True, True]}),
+              write("arm0", {"b": [True, True], "a": [True, False]})),  # another order: paired by question
+             (write("sft1", {"c": [True, False], "d": [False, True]}),
+              write("arm1", {"c": [False, True], "d": [True, False]}))]
+    gain, low, high = study.paired_gain(pairs)
+    assert gain == pytest.approx(0.125)  # the mean over seeds of 0.25 and 0
+    assert 0.0 <= low <= gain <= high <= 0.25  # resampled questions: seed 0 gives 0, 0.25 or 0.5 over 2, seed 1 0
+    assert low < high
+    assert study.paired_gain(pairs[1:]) == (0.0, 0.0, 0.0)  # no difference on any question: a zero interval
