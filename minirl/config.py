@@ -88,7 +88,7 @@ class TrainConfig:
     warmup_pool: int = opt(400, "problems the starting policy answers (4 samples each) for the discriminator warm-up "
                                  "(reward: the sample pool's training problems)")
     warmup_questions: str = opt("demos", "whose problems those are: demos (paired with the experts) or rl (other "
-                                         "problems: use it when starting from SFT, which knows the demos by heart)")
+                                         "problems: an SFT policy knows the demos by heart; see also --reward-from)")
     disc_steps: int = opt(1, "discriminator steps per PPO iteration (0 = the reward stays as the warm-up or "
                              "--reward-from left it: a frozen reward, M2)")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from minirl import runs
+from minirl import train as train_module
 from minirl.cli import app
 from minirl.config import from_preset
 from minirl.train import train
@@ -79,8 +80,6 @@ def test_a_reward_from_another_run_with_no_discriminator_steps_stays_frozen(base
                                                                              monkeypatch):
     """--reward-from starts the reward model as that run's (no warm-up); --disc-steps 0 never changes it, while
     --disc-steps 2 takes two discriminator steps per PPO iteration."""
-    import minirl.train as train_module
-
     calls = []
     step = train_module.discriminator_step
     monkeypatch.setattr(train_module, "discriminator_step", lambda *a, **k: calls.append(1) or step(*a, **k))
