@@ -3,7 +3,8 @@
 For each seed and each number of demonstrations it trains, from the seed's base policy:
   sft        SFT on the demonstrations (M6)
   airl       AIRL from the base policy (M2-M4)
-  airl-sft   PPO from that SFT policy on the reward the `airl` arm learned, frozen (`FROM_SFT`)
+  airl-sft   PPO from that SFT policy on a reward learned against the base policy (the run `reward`: the
+             discriminator alone, `--steps 0 --disc-warmup 400`), frozen (`FROM_SFT`)
   outcome    outcome RL from the base policy (sees correctness labels; needs no demonstrations, so once a seed)
 and writes one table (`table.md`, `table.json`; below it each AIRL arm's gain over SFT, paired by question) and
 one figure (`study.png`, with the `plot` extra) to --out.
@@ -33,9 +34,10 @@ from minirl.train import base_policy, ensure_base_policy, train
 
 # AIRL from a policy that is already close to the experts: its own discriminator cannot learn what SFT still gets
 # wrong (SFT knows the demonstrations by heart; trained against its samples the reward ranked them at AUROC
-# 0.55-0.67, and every PPO update on it made SFT worse, README). The reward the `airl` arm learned against the base
-# policy, whose mistakes SFT partly keeps, ranks SFT's samples well (AUROC 0.84, seed 0, 50 demos): SFT is taught
-# by that reward, frozen (no discriminator steps), anchored to its start (KL) with smaller steps.
+# 0.55-0.67, and every PPO update on it made SFT worse, README). A reward learned against the base policy, whose
+# mistakes SFT partly keeps, ranks SFT's samples well (AUROC 0.84-0.86, seed 0, 50 demos): SFT is taught by that
+# reward, frozen (no discriminator steps), anchored to its start (KL) with smaller steps.
+REWARD_ALONE = dict(steps=0, disc_warmup=400)
 FROM_SFT = dict(kl_beta=0.05, lr=5e-5, disc_steps=0)
 FIGURES = ("sampled_acc", "greedy_acc", "pass@8", "maj@8")
 ARMS = ("sft", "airl", "airl-sft", "outcome")
@@ -60,8 +62,10 @@ def study_configs(seed: int, demos: int, out: Path, final_questions: int,
     return {"sft": sft,
             "airl": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "airl"), head=head,
                                 **common),
+            "reward": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "reward"), head=head,
+                                  **REWARD_ALONE, **common),
             "airl-sft": from_preset("tiny", "airl", init=sft.out, n_demos=demos, out=str(cell / "airl-sft"),
-                                    head=head, reward_from=str(cell / "airl"), **FROM_SFT, **common),
+                                    head=head, reward_from=str(cell / "reward"), **FROM_SFT, **common),
             "outcome": from_preset("tiny", "outcome", init=base, out=str(out / f"outcome-s{seed}"), **common)}
 
 

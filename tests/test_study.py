@@ -26,7 +26,7 @@ def test_every_arm_starts_from_the_seeds_base_policy_or_its_sft(study, tmp_path)
     configs = study.study_configs(seed=1, demos=50, out=tmp_path, final_questions=200)
     [base] = study.built
     assert (base.algo, base.seed, base.out) == ("pretrain", 1, "runs/base-tiny-s1")  # the base run, not an AIRL run
-    assert set(configs) == set(study.ARMS)
+    assert set(configs) == {*study.ARMS, "reward"}  # the reward that airl-sft is taught by: not a policy, no row
     assert configs["sft"].init == configs["airl"].init == configs["outcome"].init == "runs/base-tiny-s1"
     assert configs["airl-sft"].init == configs["sft"].out == str(tmp_path / "d50-s1" / "sft")
     assert (configs["sft"].algo, configs["airl"].algo, configs["outcome"].algo) == ("sft", "airl", "outcome")
@@ -34,12 +34,14 @@ def test_every_arm_starts_from_the_seeds_base_policy_or_its_sft(study, tmp_path)
     assert configs["sft"].n_demos == configs["airl"].n_demos == configs["airl-sft"].n_demos == 50
     for key, value in study.FROM_SFT.items():
         assert getattr(configs["airl-sft"], key) == value
-    assert configs["airl-sft"].reward_from == configs["airl"].out  # taught by the airl arm's reward, frozen
+    assert configs["airl-sft"].reward_from == configs["reward"].out  # taught by a reward learned against the base
+    assert (configs["reward"].init, configs["reward"].steps, configs["reward"].n_demos) == ("runs/base-tiny-s1", 0, 50)
+    assert list(configs).index("reward") < list(configs).index("airl-sft")  # trained before it is needed
     assert configs["airl-sft"].disc_steps == 0 and configs["airl"].disc_steps == 1
     assert configs["outcome"].out == str(tmp_path / "outcome-s1")  # needs no demonstrations: once a seed
     assert configs["airl"].head == configs["airl-sft"].head == "token"
     hybrid = study.study_configs(seed=1, demos=50, out=tmp_path, final_questions=200, head="hybrid")
-    assert hybrid["airl"].head == hybrid["airl-sft"].head == "hybrid"  # --head reaches the AIRL arms only
+    assert hybrid["airl"].head == hybrid["airl-sft"].head == hybrid["reward"].head == "hybrid"  # the AIRL arms only
     assert hybrid["sft"] == configs["sft"] and hybrid["outcome"] == configs["outcome"]
 
 
