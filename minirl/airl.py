@@ -192,8 +192,8 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
     """M2: the reward model starts as a copy of the policy's weights, from its own backbone (`reward_init`), which
     must cut text into the same tokens, or as another run's trained reward model (`reward_from`)."""
-    if cfg.reward_from:
-        return check_reward_from(cfg, tokenizer).train()
+    if cfg.reward_from:  # checked by `check_reward_from` before the run started
+        return RewardModel.load(Path(cfg.reward_from).expanduser() / "reward", pick_device()[1]).train()
     if not cfg.reward_init:
         lm = copy.deepcopy(policy)
     else:
@@ -202,19 +202,18 @@ def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
     return RewardModel(lm.train(), cfg.head)
 
 
-def check_reward_from(cfg: TrainConfig, tokenizer) -> RewardModel:
-    """The reward model of the run `cfg.reward_from`, refused in one line unless it has the head, form and tokens
-    that `cfg` trains with (its reward.json and config.json say which)."""
+def check_reward_from(cfg: TrainConfig, tokenizer) -> None:
+    """Refuse, in one line and before any weights are loaded, a `cfg.reward_from` run whose reward model has another
+    head, form or tokenizer than `cfg` trains with (its reward.json, config.json and backbone say which)."""
     folder = Path(cfg.reward_from).expanduser()
     if not (folder / "reward").is_dir():
         raise UserError(f"--reward-from {cfg.reward_from}: no reward model in that run (no reward/ inside)")
-    reward_model = RewardModel.load(folder / "reward", pick_device()[1])
+    head = RewardModel.saved_head(folder / "reward")
     form = saved_config(folder).get("form") if (folder / "config.json").is_file() else None
-    if reward_model.head_kind != cfg.head or form not in (None, cfg.form):
-        raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {reward_model.head_kind} --form "
+    if head != cfg.head or form not in (None, cfg.form):
+        raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {head} --form "
                          f"{form or cfg.form}: give the same here")
     check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(folder / "reward" / "backbone")))
-    return reward_model
 
 
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,

@@ -289,15 +289,21 @@ class RewardModel(nn.Module):
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / "head.safetensors")
         (folder / "reward.json").write_text(json.dumps({"head": self.head_kind}))
 
-    @classmethod
-    def load(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+    @staticmethod
+    def saved_head(folder: str | Path) -> str:
+        """The head kind a saved reward model folder holds (its reward.json), without loading any weights."""
         folder = Path(folder)
         if not (folder / "reward.json").is_file():
             raise ModelError(f"{folder}: not a reward model folder (no reward.json)")
         try:
-            head = json.loads((folder / "reward.json").read_text())["head"]
+            return json.loads((folder / "reward.json").read_text())["head"]
         except (ValueError, KeyError, TypeError):
             raise ModelError(f"{folder / 'reward.json'}: not JSON naming the reward head") from None
+
+    @classmethod
+    def load(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+        folder = Path(folder)
+        head = cls.saved_head(folder)
         lm, _ = load_lm(str(folder / "backbone"), dtype=dtype)
         rm = cls(lm, head)
         if rm.head is not None:

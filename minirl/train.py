@@ -199,12 +199,13 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
                  demos: list[dict], tasks: list[dict], batch: Batch,
                  logp_at_t1: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """M2: `disc_steps` discriminator steps (1 by default) on experts vs these samples and perturbed experts (M3),
-    then the per-token reward of every sample under the updated discriminator, [B*G, T]."""
+    then the per-token reward of every sample under the updated discriminator, [B*G, T]. The stats returned are
+    the last step's (none when the reward is frozen)."""
+    samples = sampled(batch, tokenizer, [t["question"] for t in tasks])  # the sampled ids themselves (M2)
     stats = {}
     for _ in range(cfg.disc_steps):  # ALGO LOGIC: how fast the discriminator follows the policy (0: frozen)
         experts = rng.sample(demos, cfg.disc_batch)
-        own_samples, perturbed = negatives(experts, sampled(batch, tokenizer, [t["question"] for t in tasks]),
-                                           cfg.perturbed_per_expert, rng)  # the sampled ids themselves (M2)
+        own_samples, perturbed = negatives(experts, samples, cfg.perturbed_per_expert, rng)
         stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
