@@ -5,14 +5,14 @@ then at length, so that a real model's reward can be trained on 2 cores:
 1. A sample pool (`minirl.pool`), drawn once and kept in the run folder as `pool.jsonl`: the starting policy's
    answers to `warmup_pool` training problems (4 each) and to `eval_questions` held-out test problems
    (`eval_samples` each).
-2. Traces (`Trace`): training experts (the `n_demos` demonstrations), one perturbed copy of each (M3) and the
-   pooled answers; held-out experts, one perturbed copy of each, and the held-out pooled answers.
+2. Traces (`Trace`): training experts (the `n_demos` demonstrations), `perturbed_per_expert` perturbed copies of
+   each (M3) and the pooled answers; held-out experts, one perturbed copy of each, and the held-out pooled answers.
 3. Features, once per trace: the reward model is a copy of the policy (M2) of which only the top `train_layers`
    decoder layers and the final norm train. Everything below them is the policy's, frozen, so one forward pass
    of the policy gives both log pi(y_t) (the `airl` form needs it) and the hidden state entering the trained
    layers. Both are cached: a discriminator step then runs only the top layers and the head (exact: the
    reward is the same as the whole model's, tested).
-4. `steps` discriminator steps of `disc_batch` experts against their perturbed copies and as many pooled
+4. `steps` discriminator steps of `disc_batch` experts against all their perturbed copies and as many pooled
    answers, with M2's token-level loss; gradients accumulated over `micro_batch_size` rows.
 5. Every `eval_every` steps, held-out figures (`heldout_figures`) and a checkpoint that --resume continues from.
 """
@@ -34,13 +34,14 @@ from minirl.airl import class_weights, discriminator_loss, from_the_change, make
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, perturb
-from minirl.localise import char_to_token_span, lowest
+from minirl.localise import char_to_token_span, lowest, overlaps, step_of
 from minirl.metrics import auroc, bootstrap_ci
 from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs, save_lm
 from minirl.pool import sample_pool
 from minirl.rollout import make_batch, micro_batches, text_ids
 from minirl.runs import Run
 from minirl.tables import fit_table
+from minirl.viz import split_steps
 
 
 @dataclass
@@ -51,25 +52,29 @@ class Trace:
     response_ids: list[int]
     correct: bool | None = None  # pooled samples: is the final answer right
     target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
+    steps: list[tuple[int, int]] | None = None  # perturbed: the token range of each line (step) of the response
     hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
     logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)
 
 
-def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random) -> list[Trace]:
-    """Experts, one perturbed copy of each (its first change as a token range, M3/M7) and the pooled answers
-    (`pooled`, from `sample_pool`) except those identical to their expert's."""
+def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Random, copies: int = 1) -> list[Trace]:
+    """Experts, up to `copies` distinct perturbed copies of each (their first change as a token range, M3/M7) and
+    the pooled answers (`pooled`, from `sample_pool`) except those identical to their expert's."""
     traces = []
     for i, task in enumerate(tasks):
         prompt = format_prompt(task["question"], tokenizer)
         traces.append(Trace("expert", i, *text_ids(tokenizer, prompt, task["answer"])))
-        got = perturb(task["answer"], rng)
-        if got is None:
-            continue
-        prompt_ids, response_ids = text_ids(tokenizer, prompt, got[0])
-        pieces = [tokenizer.decode([t]) for t in response_ids]
-        if "".join(pieces[:-1]) == got[0]:  # tokens that spell the text: the change can be located
-            traces.append(Trace("perturbed", i, prompt_ids, response_ids,
-                                target=char_to_token_span(pieces, got[1])))
+        texts = set()
+        for got in (perturb(task["answer"], rng) for _ in range(copies)):
+            if got is None or got[0] in texts:
+                continue
+            texts.add(got[0])
+            prompt_ids, response_ids = text_ids(tokenizer, prompt, got[0])
+            pieces = [tokenizer.decode([t]) for t in response_ids]
+            if "".join(pieces[:-1]) == got[0]:  # tokens that spell the text: the change can be located
+                traces.append(Trace("perturbed", i, prompt_ids, response_ids,
+                                    target=char_to_token_span(pieces, got[1]),
+                                    steps=[(a, b) for a, b, _ in split_steps(pieces[:-1], [0.0] * (len(pieces) - 1))]))
     return traces + [Trace("policy", r["question"], r["prompt_ids"], r["response_ids"], r["correct"])
                      for r in pooled if r["response_ids"]  # a sample that copies its expert is no negative (M9)
                      and r["text"].strip() != tasks[r["question"]]["answer"].strip()]
@@ -213,6 +218,8 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
     intervals over problems when `intervals`:
       clean_vs_perturbed_auroc  does the trace score rank the expert solutions above their perturbed copies;
       hit1                      is the lowest-scoring token of a perturbed copy inside its first change;
+      step1                     is that token's line (step) the line of the first change (the paper's step-level
+                                Hit@1; `step1_chance` = the mean of 1 / lines);
       expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
     Trace scores: the mean, min and last token (`TRACE_SCORES`); Hit@1 uses the lowest token."""
     scores = dict(zip(map(id, traces), trace_scores(cfg, reward_model, top, traces, pad_id)))
@@ -229,13 +236,17 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
         hits = [float(t.target[0] <= scores[id(t)][name] < t.target[1]) for g in gs for t in g["perturbed"]]
         return sum(hits) / len(hits) if hits else float("nan")
 
+    def step1(gs: list[dict], name: str) -> float:  # the paper's step view: is the lowest token's line the changed one
+        hits = [overlaps(step_of(scores[id(t)][name], t.steps), t.target) for g in gs for t in g["perturbed"]]
+        return sum(hits) / len(hits) if hits else float("nan")
+
     def expert_over_wrong(gs: list[dict], name: str) -> float:
         per_question = [sum(scores[id(g["expert"][0])][name] > scores[id(w)][name] for w in wrong) / len(wrong)
                         for g in gs if (wrong := [t for t in g["policy"] if not t.correct])]
         return sum(per_question) / len(per_question) if per_question else float("nan")
 
     figures = {}
-    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)),
+    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)), (step1, ("lowest",)),
                                (expert_over_wrong, TRACE_SCORES)):
         for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "f", "logprob")):
             key = f"{metric.__name__}_{name}"
@@ -243,6 +254,8 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
             if intervals:
                 low, high = bootstrap_ci(groups, statistic=lambda gs, m=metric, n=name: m(gs, n), n_boot=500)
                 figures[f"{key}_ci"] = [low, high]
+    lines = [len(t.steps) for g in groups for t in g["perturbed"]]
+    figures["step1_chance"] = sum(1 / n for n in lines) / len(lines) if lines else float("nan")
     return figures
 
 
@@ -262,11 +275,14 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
     demos, test = data["demos"], data["test"][: cfg.eval_questions]
     train_pool = sample_pool(cfg, run, policy, tokenizer, "train", demos[: cfg.warmup_pool], 4)
     test_pool = sample_pool(cfg, run, policy, tokenizer, "test", test, cfg.eval_samples)
-    traces = make_traces(tokenizer, demos, train_pool, random.Random(cfg.seed))
+    traces = make_traces(tokenizer, demos, train_pool, random.Random(cfg.seed), cfg.perturbed_per_expert)
     heldout = make_traces(tokenizer, test, test_pool, random.Random(cfg.seed + 1))
     cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision)
     experts = [t for t in traces if t.source == "expert"]
-    perturbed = {t.question: t for t in traces if t.source == "perturbed"}
+    perturbed: dict[int, list[Trace]] = {}  # question -> its perturbed copies
+    for t in traces:
+        if t.source == "perturbed":
+            perturbed.setdefault(t.question, []).append(t)
     own = [t for t in traces if t.source == "policy"]
     resuming = cfg.resume and runs.last_checkpoint(run.folder) is not None
     start, _, _ = runs.resume(run, cfg if resuming else replace(cfg, resume=False), policy, {"disc": optimizer},
@@ -274,7 +290,7 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
     for step in run.progress(range(start, cfg.steps), "reward model"):
         rng = random.Random(cfg.seed * 1_000_003 + step)  # the same batches with or without an interruption
         chosen = rng.sample(experts, min(cfg.disc_batch, len(experts)))
-        batch = (chosen + [perturbed[t.question] for t in chosen if t.question in perturbed]
+        batch = (chosen + [bad for t in chosen for bad in perturbed.get(t.question, [])]
                  + rng.sample(own, min(cfg.disc_batch, len(own))))
         run.log({"step": step + 1, **fit_step(cfg, reward_model, top, optimizer, batch, pad_id)})
         if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:

@@ -107,6 +107,7 @@ def summary_table(summary: dict, title: str) -> Table:
 
 FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC",
                "hit1": "first change of a perturbed copy at the lowest token: Hit@1",
+               "step1": "... or on the lowest token's line: step Hit@1",
                "expert_over_wrong": "expert above the policy's own wrong answer"}
 
 
@@ -118,12 +119,14 @@ def fit_table(summary: dict, title: str) -> Table:
                           ("f", "right"), ("policy log-prob", "right")):
         table.add_column(name, justify=justify)
     for key, what in FIT_FIGURES.items():
-        for how in ("lowest",) if key == "hit1" else ("mean", "min", "last"):
+        for how in ("lowest",) if key in ("hit1", "step1") else ("mean", "min", "last"):
             cells = []
             for score in ("reward", "f", "logprob"):
                 value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")
                 cells.append("-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
             table.add_row(what, how, *cells)
+    if "step1_chance" in summary:
+        table.add_row("step Hit@1 by chance (1 / lines)", "", f"{summary['step1_chance']:.3f}", "", "")
     return table
 
 

@@ -76,6 +76,19 @@ def test_perturbed_traces_carry_the_token_range_of_their_first_change(tok):
         assert t.response_ids[:start] == expert.response_ids[:start]  # nothing before the change moved
 
 
+def test_several_perturbed_copies_are_distinct_and_one_copy_draws_as_before(tok):
+    one, again = (make_traces(tok, tasks_of(6), [], random.Random(3)) for _ in range(2))
+    assert [t.response_ids for t in one] == [t.response_ids for t in again]
+    three = make_traces(tok, tasks_of(6), [], random.Random(3), copies=3)
+    for q in range(6):
+        copies = [t.response_ids for t in three if t.source == "perturbed" and t.question == q]
+        assert len(copies) >= 2 and len({tuple(c) for c in copies}) == len(copies)
+    for t in three:  # each perturbed copy's lines tile its response before the EOS
+        if t.source == "perturbed":
+            assert t.steps[0][0] == 0 and t.steps[-1][1] == len(t.response_ids) - 1
+            assert all(a[1] == b[0] for a, b in zip(t.steps, t.steps[1:]))
+
+
 def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     traces = [Trace("expert", 0, [1, 2], [5, 6, 7]), Trace("perturbed", 0, [1, 2], [5, 9, 7, 8], target=(1, 2)),
               Trace("policy", 0, [1], [4, 4])]
@@ -86,8 +99,8 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
 
 
 def test_heldout_figures_by_hand(monkeypatch):
-    def trace(source, q, correct=None, target=None):
-        return Trace(source, q, [1], [2, 3, 4], correct, target)
+    def trace(source, q, correct=None, target=None):  # a perturbed copy's lines: tokens [0, 1) and [1, 3)
+        return Trace(source, q, [1], [2, 3, 4], correct, target, [(0, 1), (1, 3)] if target else None)
 
     def s(reward, logprob, reward_lowest=0, logprob_lowest=0):  # mean = min = given; last: +1 expert, -1 other
         return {"reward_mean": reward, "logprob_mean": logprob, "reward_min": reward, "logprob_min": logprob,
@@ -110,6 +123,10 @@ def test_heldout_figures_by_hand(monkeypatch):
     assert figures["clean_vs_perturbed_auroc_logprob_last"] == 0.5
     # Hit@1: reward lowest tokens 1 (in [1, 2)) and 2 (not in [0, 2)); log-prob 0 (no) and 1 (yes)
     assert figures["hit1_reward_lowest"] == 0.5 and figures["hit1_logprob_lowest"] == 0.5
+    # step Hit@1, the lowest token's line: reward tokens 1, 2 -> line [1, 3) both times, which overlaps [1, 2) and
+    # [0, 2): 1.0; log-prob tokens 0 -> line [0, 1), not [1, 2); 1 -> [1, 3) overlaps [0, 2): 0.5. Chance 1/2 lines
+    assert figures["step1_reward_lowest"] == 1.0 and figures["step1_logprob_lowest"] == 0.5
+    assert figures["step1_chance"] == 0.5
     # expert over wrong: q0 reward 1 > 0.5 yes, 1 > 2 no -> 0.5; q1 -1 > -2 yes -> 1; mean 0.75.
     # log-prob: q0 -1 > -0.2 no, -1 > -3 yes -> 0.5; q1 -2 > -1 no -> 0; mean 0.25
     assert figures["expert_over_wrong_reward_mean"] == 0.75 and figures["expert_over_wrong_logprob_mean"] == 0.25
@@ -157,6 +174,21 @@ def test_reward_run_end_to_end_resumes_where_an_uninterrupted_run_ends(base, tmp
     assert all(torch.equal(a[name], b[name]) for name in a)
     steps = [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
     assert steps == [1, 2, 3, 4]
+
+
+def test_every_perturbed_copy_of_a_chosen_expert_joins_its_step(base, tmp_path, monkeypatch):
+    batches, real_step = [], fit_reward.fit_step
+    monkeypatch.setattr(fit_reward, "fit_step", lambda cfg, rm, top, opt, batch, pad: batches.append(batch)
+                        or real_step(cfg, rm, top, opt, batch, pad))
+    train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=1,
+                      perturbed_per_expert=2, **{**SMALL, "steps": 2, "eval_every": 2}))
+    assert len(batches) == 2
+    for batch in batches:
+        experts = [t.question for t in batch if t.source == "expert"]
+        perturbed = [t.question for t in batch if t.source == "perturbed"]
+        assert len(experts) == SMALL["disc_batch"] and set(perturbed) <= set(experts)
+        assert len(perturbed) > len(experts)  # two copies of most experts (a copy can repeat one, or not spell)
+        assert sum(t.source == "policy" for t in batch) > 0
 
 
 def test_train_layers_above_the_models_depth_is_one_line(base, tmp_path):
