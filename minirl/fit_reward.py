@@ -107,9 +107,10 @@ def freeze_below(reward_model: RewardModel, k: int) -> list[nn.Parameter]:
 @torch.no_grad()
 def cache_features(policy, traces: list[Trace], k: int, pad_id: int, batch_size: int, precision: str) -> None:
     """One forward pass of the frozen policy per trace: log pi of every token and the hidden state entering the
-    top `k` layers (the reward model's frozen part is the policy's own), kept on the trace."""
+    top `k` layers (the reward model's frozen part is the policy's own), kept on the trace. Batches are formed in
+    order of length, since a batch pads to its longest trace."""
     device = next(policy.parameters()).device
-    todo = [t for t in traces if t.hidden is None]
+    todo = sorted((t for t in traces if t.hidden is None), key=lambda t: len(t.prompt_ids) + len(t.response_ids))
     for start in tqdm(range(0, len(todo), batch_size), desc="caching features", unit="batch", leave=False):
         chunk = todo[start: start + batch_size]
         batch = make_batch([t.prompt_ids for t in chunk], [t.response_ids for t in chunk], pad_id).to(device)

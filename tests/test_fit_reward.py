@@ -56,6 +56,18 @@ def test_cached_top_layers_give_the_whole_models_logits(tok, head, form, k):
     assert torch.allclose(logits[mask.bool()], whole[mask.bool()], atol=1e-5)
 
 
+def test_features_are_cached_in_batches_of_similar_length(tok, monkeypatch):
+    policy = build_tiny_lm(tok, "micro", seed=0).eval()
+    tasks = [{"question": "How many?", "answer": " ".join(["1 + 1 = 2"] * n) + "\n#### 2"} for n in (5, 1, 4, 2, 3, 1)]
+    traces = [t for t in make_traces(tok, tasks, [], random.Random(0)) if t.source == "expert"]
+    lengths, real_make_batch = [], fit_reward.make_batch
+    monkeypatch.setattr(fit_reward, "make_batch", lambda p, r, pad: lengths.append(
+        [len(a) + len(b) for a, b in zip(p, r)]) or real_make_batch(p, r, pad))
+    cache_features(policy, traces, 1, tok.pad_token_id, batch_size=2, precision="fp32")
+    assert len(lengths) == 3 and all(max(a) <= min(b) for a, b in zip(lengths, lengths[1:]))
+    assert all(t.hidden.shape[0] == len(t.prompt_ids) + len(t.response_ids) for t in traces)
+
+
 def test_freeze_below_trains_the_top_layers_norm_and_head_only(tok):
     reward_model = RewardModel(build_tiny_lm(tok, "micro", seed=0), "scalar")
     trained = {id(p) for p in freeze_below(reward_model, 1)}
