@@ -276,6 +276,9 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         if reward_model is not None and not cfg.reward_from:  # a reward from another run is trained already
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
                                   data["rl"])
+        elif cfg.reward_from and cfg.disc_warmup:
+            runs.console.print(f"[yellow]the reward model of {cfg.reward_from} is trained already: no warm-up "
+                               f"(--disc-warmup {cfg.disc_warmup} not used)[/]")
     for it in run.progress(range(start, cfg.steps), cfg.algo):
         run.log(rl_iteration(cfg, it, policy, tokenizer, data, optimizers, value_head, reward_model, reference))
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:

@@ -77,7 +77,7 @@ def assert_same_weights(folder, other):
 
 
 def test_a_reward_from_another_run_with_no_discriminator_steps_stays_frozen(base_run, whole_run, tmp_path,
-                                                                             monkeypatch):
+                                                                             monkeypatch, capsys):
     """--reward-from starts the reward model as that run's (no warm-up); --disc-steps 0 never changes it, while
     --disc-steps 2 takes two discriminator steps per PPO iteration."""
     calls = []
@@ -85,6 +85,7 @@ def test_a_reward_from_another_run_with_no_discriminator_steps_stays_frozen(base
     monkeypatch.setattr(train_module, "discriminator_step", lambda *a, **k: calls.append(1) or step(*a, **k))
     train(airl_config(base_run[0], tmp_path / "frozen", reward_from=str(whole_run), disc_steps=0))
     assert calls == []
+    assert "no warm-up (--disc-warmup" in " ".join(capsys.readouterr().err.split())  # not silently ignored
     logged = [json.loads(x) for x in (tmp_path / "frozen/metrics.jsonl").read_text().splitlines()]
     assert not any("warmup_step" in m or "disc_loss" in m for m in logged)
     assert [m["iter"] for m in logged if "iter" in m] == [1, 2, 3, 4]
