@@ -9,7 +9,7 @@ For each seed and each number of demonstrations it trains, from the seed's base 
 and writes one table (`table.md`, `table.json`; below it each AIRL arm's gain over SFT, paired by question) and
 one figure (`study.png`, with the `plot` extra) to --out.
 
-Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~90 min on 2 cores)
+Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~100 min on 2 cores)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
       python benchmarks/imitation_vs_irl.py --head hybrid --out runs/study-hybrid   (the AIRL arms' reward head)
 Every run is an ordinary run folder under --out, reused when it finished with the same settings, so an interrupted

@@ -201,7 +201,7 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
     """M2: `disc_steps` discriminator steps (1 by default) on experts vs these samples and perturbed experts (M3),
     then the per-token reward of every sample under the updated discriminator, [B*G, T]. The stats returned are
     the last step's (none when the reward is frozen)."""
-    samples = sampled(batch, tokenizer, [t["question"] for t in tasks])  # the sampled ids themselves (M2)
+    samples = sampled(batch, tokenizer, [t["question"] for t in tasks]) if cfg.disc_steps else []  # the ids (M2)
     stats = {}
     for _ in range(cfg.disc_steps):  # ALGO LOGIC: how fast the discriminator follows the policy (0: frozen)
         experts = rng.sample(demos, cfg.disc_batch)
