@@ -1,12 +1,17 @@
 """Held-out figures of a finished `minirl train --algo reward` run, recomputed from its saved reward model.
 
     python benchmarks/reward_heldout.py runs/smollm2-reward [--out runs/smollm2-reward/heldout.json]
+    python benchmarks/reward_heldout.py runs/smollm2-reward --validation 200
 
 Reads the run's settings, its policy/ and reward/ folders and the held-out answers of its sample pool (pool.jsonl),
 rebuilds the held-out traces exactly as training did (the same problems, the same perturbations), caches their
 features and prints `fit_reward.heldout_figures` with 95 % bootstrap intervals (the table `minirl train` prints at
 the end). Use it after changing how the figures are computed, or to look again without retraining. Sampling is
 never repeated: only the pool's answers are scored. ~3 minutes for SmolLM2 on 2 cores (100 problems).
+
+`--validation N` scores N training problems that the run never saw (those after its demonstrations) instead of the
+test problems, each expert solution beside one perturbed copy (no pooled answers there, so no expert-over-wrong
+figure): where to choose a trace score (`fit_reward.TRACE_SCORES`) without looking at the test problems.
 """
 
 from __future__ import annotations
@@ -21,23 +26,33 @@ from rich.console import Console
 from minirl import runs
 from minirl.config import config_from
 from minirl.data import load_tasks
-from minirl.fit_reward import cache_features, heldout_figures, make_traces, top_layers
+from minirl.fit_reward import TRACE_SCORES, cache_features, heldout_figures, make_traces, top_layers
 from minirl.pool import pooled, read_pool
 from minirl.tables import fit_table
 
 
 def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run folder"),
-         out: Path = typer.Option(None, help="also write the figures here as JSON")) -> None:
+         out: Path = typer.Option(None, help="also write the figures here as JSON"),
+         validation: int = typer.Option(0, help="score this many unseen training problems instead of the test "
+                                                "problems (0: the test problems, as training did)")) -> None:
     cfg = config_from(runs.saved_config(run))
     policy, tokenizer, reward_model, _ = runs.load_run(run)
-    test = load_tasks(cfg)["test"][: cfg.eval_questions]
-    answers = pooled(read_pool(run / "pool.jsonl"), cfg, "test", len(test))
-    heldout = make_traces(tokenizer, test, answers, random.Random(cfg.seed + 1))  # as fit_reward builds them
+    data = load_tasks(cfg)
+    if validation and len(data["corpus"]) <= cfg.n_demos:
+        raise typer.BadParameter(f"all {len(data['corpus'])} training problems are demonstrations: none unseen",
+                                 param_hint="--validation")
+    if validation:  # problems after the demonstrations: `--algo reward` never reads them
+        heldout = make_traces(tokenizer, data["rl"][:validation], [], random.Random(cfg.seed + 2))
+    else:
+        test = data["test"][: cfg.eval_questions]
+        answers = pooled(read_pool(run / "pool.jsonl"), cfg, "test", len(test))
+        heldout = make_traces(tokenizer, test, answers, random.Random(cfg.seed + 1))  # as fit_reward builds them
     k = cfg.train_layers or len(policy.model.layers)
     cache_features(policy, heldout, k, tokenizer.pad_token_id, max(cfg.micro_batch_size, 8), cfg.precision)
     figures = heldout_figures(cfg, reward_model, top_layers(reward_model.lm, k), heldout, tokenizer.pad_token_id,
                               intervals=True)
-    Console().print(fit_table(figures, f"held-out figures · {run}"))
+    where = f"{validation} unseen training problems" if validation else "held-out figures"
+    Console().print(fit_table(figures, f"{where} · {run}", TRACE_SCORES))
     if out:
         out.write_text(json.dumps(runs.finite_or_none(figures), indent=2))
 

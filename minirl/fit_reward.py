@@ -35,7 +35,7 @@ from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, perturb
 from minirl.localise import char_to_token_span, lowest, overlaps, step_of
-from minirl.metrics import auroc, bootstrap_ci
+from minirl.metrics import auroc, bootstrap_ci, mean_of_lowest
 from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs, save_lm
 from minirl.pool import sample_pool
 from minirl.rollout import make_batch, micro_batches, text_ids
@@ -185,7 +185,9 @@ def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimi
 # ---------------------------------------------------------------- held-out figures (M7)
 
 
-TRACE_SCORES = ("mean", "min", "last")  # how a trace's per-token scores become one number (M10)
+# how a trace's per-token scores become one number (M10): the mean, the lowest token, the last token (the EOS), and
+# `low5`, the mean of the 5 lowest tokens (a soft minimum; k chosen on unused training problems, README)
+TRACE_SCORES = ("mean", "min", "last", "low5")
 
 
 @torch.no_grad()
@@ -193,9 +195,9 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
                  pad_id: int) -> list[dict]:
     """Per trace, over its response tokens, for the discriminator logit (`reward`, what PPO would be paid, M2), the
     learned reward f itself (`f`: what `minirl rerank` and `minirl.reward.score` rank by; f = the logit in the
-    `logit` form) and the policy's log pi (`logprob`): the mean, the minimum and the last token's value (the EOS
-    of a complete answer: the one position that has seen the whole trace), and the index of the lowest token but
-    the last (localisation: an expert's or perturbed copy's last token is its EOS, never where an error lies)."""
+    `logit` form) and the policy's log pi (`logprob`): each `TRACE_SCORES` (the last token is the EOS of a complete
+    answer: the one position that has seen the whole trace), and the index of the lowest token but the last
+    (localisation: an expert's or perturbed copy's last token is its EOS, never where an error lies)."""
     reward_model.eval()
     device, scored, size = next(reward_model.parameters()).device, [], max(cfg.micro_batch_size, 8)
     for start in range(0, len(traces), size):
@@ -207,7 +209,7 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
             f = [z + lp for z, lp in zip(logit, logp)] if cfg.form == "airl" else logit  # the learned reward f_t
             values = {"reward": logit, "f": f, "logprob": logp}
             scored.append({f"{name}_{how}": value for name, v in values.items() for how, value in
-                           (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]),
+                           (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]), ("low5", mean_of_lowest(v, 5)),
                             ("lowest", lowest(v[:-1] or v)[0]))})  # the EOS is never where an error lies
     reward_model.train()
     return scored
@@ -222,7 +224,7 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
       step1                     is that token's line (step) the line of the first change (the paper's step-level
                                 Hit@1; `step1_chance` = the mean of 1 / lines);
       expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
-    Trace scores: the mean, min and last token (`TRACE_SCORES`); Hit@1 uses the lowest token."""
+    Trace scores: `TRACE_SCORES`; Hit@1 uses the lowest token."""
     scores = dict(zip(map(id, traces), trace_scores(cfg, reward_model, top, traces, pad_id)))
     by_question: dict[int, dict[str, list[Trace]]] = {}
     for t in traces:
@@ -310,5 +312,5 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
                                                                                       if t.source == "policy")})
     for kind in ("policy", "reward"):
         write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
-    Console().print(fit_table(summary, f"reward model · {run.folder}"))
+    Console().print(fit_table(summary, f"reward model · {run.folder}", TRACE_SCORES))
     return summary

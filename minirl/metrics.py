@@ -139,6 +139,15 @@ def majority_success(answers: Sequence[float | None], correct: Sequence[bool]) -
     return sum(is_right[a] for a in winners) / len(winners)
 
 
+def mean_of_lowest(values: Sequence[float], k: int) -> float:
+    """The mean of the `k` lowest values (all of them when fewer): a soft minimum. A trace with one wrong step is
+    as bad as its worst tokens, which the mean over every token dilutes and the single minimum reads noisily."""
+    if not values or k < 1:
+        raise ValueError(f"mean_of_lowest needs values and k >= 1 (got {len(values)} values, k = {k})")
+    lowest = sorted(values)[:k]
+    return _mean(lowest)
+
+
 # ---------------------------------------------------------------- statistics
 
 

@@ -111,20 +111,22 @@ FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC"
                "expert_over_wrong": "expert above the policy's own wrong answer"}
 
 
-def fit_table(summary: dict, title: str) -> Table:
+def fit_table(summary: dict, title: str, trace_scores: tuple[str, ...] = ("mean", "min", "last")) -> Table:
     """`minirl train --algo reward`'s held-out figures: the reward beside the policy's log-prob, 95 % intervals,
-    for each way of scoring a trace (mean, min or last token; Hit@1: the lowest token)."""
+    for each way of scoring a trace (`trace_scores`, e.g. the mean, min or last token; Hit@1: the lowest token)."""
     table = Table(title=title)
     for name, justify in (("held-out figure", "left"), ("trace score", "left"), ("reward (D logit)", "right"),
                           ("f", "right"), ("policy log-prob", "right")):
         table.add_column(name, justify=justify)
     for key, what in FIT_FIGURES.items():
-        for how in ("lowest",) if key in ("hit1", "step1") else ("mean", "min", "last"):
+        for how in ("lowest",) if key in ("hit1", "step1") else trace_scores:
             cells = []
             for score in ("reward", "f", "logprob"):
                 value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")
-                cells.append("-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
-            table.add_row(what, how, *cells)
+                cells.append("-" if value is None or value != value else  # None or NaN: nothing to measure
+                             f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+            if set(cells) != {"-"}:  # e.g. no pooled answers: no expert-over-wrong rows
+                table.add_row(what, how, *cells)
     if "step1_chance" in summary:
         table.add_row("step Hit@1 by chance (1 / lines)", "", f"{summary['step1_chance']:.3f}", "", "")
     return table

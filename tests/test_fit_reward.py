@@ -117,14 +117,16 @@ def test_heldout_figures_by_hand(monkeypatch):
     def s(reward, logprob, reward_lowest=0, logprob_lowest=0):  # mean = min = given; last: +1 expert, -1 other
         return {"reward_mean": reward, "logprob_mean": logprob, "reward_min": reward, "logprob_min": logprob,
                 "reward_last": None, "logprob_last": 0.0, "reward_lowest": reward_lowest,
-                "logprob_lowest": logprob_lowest, **{f"f_{how}": 0.0 for how in ("mean", "min", "last", "lowest")}}
+                "logprob_lowest": logprob_lowest, "reward_low5": None, "logprob_low5": logprob,
+                **{f"f_{how}": 0.0 for how in ("mean", "min", "last", "low5", "lowest")}}
 
     rows = [(trace("expert", 0), s(1.0, -1.0)), (trace("perturbed", 0, target=(1, 2)), s(0.0, -0.5, 1, 0)),
             (trace("policy", 0, False), s(0.5, -0.2)), (trace("policy", 0, False), s(2.0, -3.0)),
             (trace("policy", 0, True), s(9.0, 9.0)),  # right answers never count against the expert
             (trace("expert", 1), s(-1.0, -2.0)), (trace("perturbed", 1, target=(0, 2)), s(0.5, -1.5, 2, 1)),
             (trace("policy", 1, False), s(-2.0, -1.0))]
-    scores = [{**sc, "reward_last": 1.0 if t.source == "expert" else -1.0} for t, sc in rows]
+    scores = [{**sc, "reward_last": 1.0 if t.source == "expert" else -1.0,
+               "reward_low5": 2.0 if t.source == "expert" else -2.0 * (t.question + 1)} for t, sc in rows]
     monkeypatch.setattr(fit_reward, "trace_scores", lambda *a: scores)
     figures = heldout_figures(None, None, None, [t for t, _ in rows], 0, intervals=True)
     # clean vs perturbed, pooled: experts (1, -1) vs perturbed (0, 0.5): 2 of 4 pairs -> 0.5; log-prob
@@ -142,6 +144,9 @@ def test_heldout_figures_by_hand(monkeypatch):
     # expert over wrong: q0 reward 1 > 0.5 yes, 1 > 2 no -> 0.5; q1 -1 > -2 yes -> 1; mean 0.75.
     # log-prob: q0 -1 > -0.2 no, -1 > -3 yes -> 0.5; q1 -2 > -1 no -> 0; mean 0.25
     assert figures["expert_over_wrong_reward_mean"] == 0.75 and figures["expert_over_wrong_logprob_mean"] == 0.25
+    # the soft minimum `low5`: experts 2, 2 over perturbed -2 (q0), -4 (q1): 1.0; and over every wrong answer: 1.0
+    assert figures["clean_vs_perturbed_auroc_reward_low5"] == figures["expert_over_wrong_reward_low5"] == 1.0
+    assert figures["clean_vs_perturbed_auroc_logprob_low5"] == 0.25  # as the log-prob's mean, which it equals here
     low, high = figures["expert_over_wrong_reward_mean_ci"]
     assert 0.5 <= low <= 0.75 <= high <= 1.0
 
@@ -217,6 +222,7 @@ def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch)
     (scores,) = fit_reward.trace_scores(cfg, torch.nn.Linear(1, 1), None, [trace], 0)
     assert scores["reward_mean"] == (1 - 2 + 0.5 - 9) / 4 and scores["reward_min"] == -9.0
     assert scores["reward_last"] == -9.0 and scores["reward_lowest"] == 1  # -2, not the EOS's -9
+    assert scores["reward_low5"] == scores["reward_mean"]  # the 5 lowest of 4 tokens: all of them
     assert scores["logprob_mean"] == (-1 - 3 - 2 - 0.5) / 4 and scores["logprob_lowest"] == 1
     # f = logit + log pi in the airl form: 0, -5, -1.5, -9.5
     assert scores["f_mean"] == (0 - 5 - 1.5 - 9.5) / 4 and scores["f_lowest"] == 1 and scores["f_last"] == -9.5

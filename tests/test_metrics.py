@@ -11,6 +11,7 @@ from minirl.metrics import (
     auroc,
     bootstrap_ci,
     majority_success,
+    mean_of_lowest,
     pass_at_k,
     random_success_at_k,
     success_at_k,
@@ -230,3 +231,18 @@ def test_welch_t_hand_values() -> None:
     assert welch_t([1.0, 2.0, 3.0, 4.0], [2.0, 4.0]) == pytest.approx(-0.420084, abs=1e-6)
     assert math.isnan(welch_t([1.0], [1.0, 2.0]))
     assert math.isnan(welch_t([1.0, 1.0], [2.0, 2.0]))  # zero denominator
+
+
+# ---------------------------------------------------------------- mean_of_lowest
+
+
+def test_mean_of_lowest_hand_values() -> None:
+    assert mean_of_lowest([3.0, -1.0, 2.0, -4.0, 0.5], 2) == -2.5  # (-4 + -1) / 2
+    assert mean_of_lowest([3.0, -1.0, 2.0], 1) == -1.0  # k = 1: the minimum
+    assert mean_of_lowest([3.0, -1.0, 2.0], 5) == pytest.approx(4.0 / 3)  # fewer values than k: the mean
+
+
+@pytest.mark.parametrize("values, k", [([], 3), ([1.0, 2.0], 0)])
+def test_mean_of_lowest_rejects_bad_arguments(values: list[float], k: int) -> None:
+    with pytest.raises(ValueError):
+        mean_of_lowest(values, k)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from minirl.tables import auroc_interval_lines, localisation_table, rerank_table_view, summary_table
+from minirl.tables import auroc_interval_lines, fit_table, localisation_table, rerank_table_view, summary_table
 from minirl.viz import plain_trace, print_trace, print_traces, render_trace, reward_style, split_steps, trace_text
 
 TOKENS = ["Gus", " has", " 3", " apples", ".\n", "He", " buys", "  4", "\n\n", "####", " 7"]
@@ -177,6 +177,17 @@ def rendered(*renderables) -> str:
 def rows(text: str) -> list[list[str]]:
     """The cells of each body row of a rendered table (box-drawing separators split the cells)."""
     return [[c.strip() for c in line.strip()[1:-1].split("│")] for line in text.splitlines() if line.startswith("│")]
+
+
+def test_fit_table_rows_per_trace_score_and_none_for_what_was_not_measured() -> None:
+    figures = {"clean_vs_perturbed_auroc_reward_mean": 0.8, "clean_vs_perturbed_auroc_reward_mean_ci": [0.7, 0.9],
+               "clean_vs_perturbed_auroc_logprob_mean": 0.6, "clean_vs_perturbed_auroc_reward_low5": 0.95,
+               "expert_over_wrong_reward_mean": float("nan"), "expert_over_wrong_logprob_mean": float("nan")}
+    body = rows(rendered(fit_table(figures, "t", ("mean", "low5"))))
+    assert ["expert vs its perturbed copy: AUROC", "mean", "0.800 [0.70, 0.90]", "-", "0.600"] in body
+    assert ["expert vs its perturbed copy: AUROC", "low5", "0.950", "-", "-"] in body
+    assert not any(row[0].startswith("expert above") for row in body)  # NaN (no pooled answers): no row
+    assert not any(row[1] in ("min", "last") for row in body)  # only the trace scores asked for
 
 
 def test_rerank_table_view() -> None:
