@@ -29,8 +29,8 @@ from pathlib import Path
 import typer
 
 from minirl import runs
-from minirl.config import TrainConfig, from_preset
-from minirl.train import base_policy, ensure_base_policy, train
+from minirl.config import TrainConfig, base_policy, from_preset
+from minirl.train import ensure_base_policy, train
 
 # AIRL from a policy that is already close to the experts: its own discriminator cannot learn what SFT still gets
 # wrong (SFT knows the demonstrations by heart; trained against its samples the reward ranked them at AUROC

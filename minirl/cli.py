@@ -23,7 +23,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from minirl.config import CHOICES, PRESETS, TrainConfig, UsageError, UserError, check, config_from, from_preset
+from minirl.config import (
+    CHOICES,
+    PRESETS,
+    TrainConfig,
+    UsageError,
+    UserError,
+    check,
+    config_from,
+    default_out,
+    from_preset,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial inverse RL for LLM reasoning: learn a dense reward from expert "
@@ -48,7 +58,6 @@ def user_errors() -> Iterator[None]:
 
 def train(ctx: typer.Context, print_config: bool, **options) -> None:
     from minirl import runs
-    from minirl.train import default_out
     from minirl.train import train as run_training
 
     # only the options given on the command line override the preset; by name, as newer typers vendor click
@@ -70,8 +79,6 @@ def train(ctx: typer.Context, print_config: bool, **options) -> None:
 
 def print_next_commands(cfg: TrainConfig) -> None:
     """What a user can run on the run just trained."""
-    from minirl.train import default_out
-
     folder = shlex.quote(str(Path(cfg.out) if cfg.out else default_out(cfg)))
     typer.echo(f"next, with this run:\n  minirl rerank --run {folder}     # best-of-N on held-out questions\n"
                f"  minirl inspect --run {folder}    # a trace, coloured token by token\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 
 class UserError(ValueError):
@@ -156,6 +157,24 @@ def config_from(saved: dict) -> TrainConfig:
 
 
 # ---------------------------------------------------------------- validation, before any work starts
+
+def default_out(cfg: TrainConfig) -> Path:
+    """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
+    the other algorithms start from, runs/base-<size>-s<seed>."""
+    if cfg.algo == "pretrain" and cfg.preset == "tiny":
+        return Path(f"runs/base-{cfg.size}-s{cfg.seed}")
+    return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
+
+
+def base_policy(cfg: TrainConfig) -> TrainConfig | None:
+    """The run that builds the tiny preset's base policy (pretrained on the misconception corpus) when `cfg`
+    starts from it (tiny preset, no --init); None otherwise. Stands in for the paper's off-the-shelf model."""
+    if cfg.algo == "pretrain" or cfg.preset != "tiny" or cfg.init:
+        return None
+    base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=cfg.size, n_corpus=cfg.n_corpus,
+                       misconception_rate=cfg.misconception_rate)
+    return replace(base, out=str(default_out(base)))
+
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
            "size": ("tiny", "micro"),

@@ -31,7 +31,7 @@ from minirl.airl import (
     warm_up_discriminator,
 )
 from minirl.cards import write_model_card
-from minirl.config import NumericalError, TrainConfig, check, from_preset
+from minirl.config import NumericalError, TrainConfig, base_policy, check, default_out
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import fit_reward
 from minirl.models import (
@@ -79,24 +79,6 @@ def train(cfg: TrainConfig) -> dict:
         return train_rl(cfg, run, policy, tokenizer, data)
     except NumericalError as e:
         raise runs.stopped(run, e) from None
-
-
-def default_out(cfg: TrainConfig) -> Path:
-    """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
-    the other algorithms start from, runs/base-<size>-s<seed>."""
-    if cfg.algo == "pretrain" and cfg.preset == "tiny":
-        return Path(f"runs/base-{cfg.size}-s{cfg.seed}")
-    return Path(f"runs/{cfg.algo}-{cfg.preset}-s{cfg.seed}")
-
-
-def base_policy(cfg: TrainConfig) -> TrainConfig | None:
-    """The run that builds the tiny preset's base policy (pretrained on the misconception corpus) when `cfg`
-    starts from it (tiny preset, no --init); None otherwise. Stands in for the paper's off-the-shelf model."""
-    if cfg.algo == "pretrain" or cfg.preset != "tiny" or cfg.init:
-        return None
-    base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=cfg.size, n_corpus=cfg.n_corpus,
-                       misconception_rate=cfg.misconception_rate)
-    return replace(base, out=str(default_out(base)))
 
 
 def ensure_base_policy(base: TrainConfig) -> None:
