@@ -6,8 +6,9 @@
 Reads the run's settings, its policy/ and reward/ folders and the held-out answers of its sample pool (pool.jsonl),
 rebuilds the held-out traces exactly as training did (the same problems, the same perturbations), caches their
 features and prints `fit_reward.heldout_figures` with 95 % bootstrap intervals (the table `minirl train` prints at
-the end). Use it after changing how the figures are computed, or to look again without retraining. Sampling is
-never repeated: only the pool's answers are scored. ~3 minutes for SmolLM2 on 2 cores (100 problems).
+the end), then the same figures for each kind of perturbation alone. Use it after changing how the figures are
+computed, or to look again without retraining. Sampling is never repeated: only the pool's answers are scored.
+~3 minutes for SmolLM2 on 2 cores (100 problems).
 
 `--validation N` scores N training problems that the run never saw (those after its demonstrations) instead of the
 test problems, each expert solution beside one perturbed copy (no pooled answers there, so no expert-over-wrong
@@ -22,11 +23,20 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from minirl import runs
 from minirl.config import config_from
 from minirl.data import load_tasks
-from minirl.fit_reward import TRACE_SCORES, cache_features, heldout_figures, make_traces, top_layers
+from minirl.fit_reward import (
+    TRACE_SCORES,
+    Trace,
+    cache_features,
+    heldout_figures,
+    make_traces,
+    top_layers,
+    trace_scores,
+)
 from minirl.pool import pooled, read_pool
 from minirl.tables import fit_table
 
@@ -47,14 +57,43 @@ def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run fo
         test = data["test"][: cfg.eval_questions]
         answers = pooled(read_pool(run / "pool.jsonl"), cfg, "test", len(test))
         heldout = make_traces(tokenizer, test, answers, random.Random(cfg.seed + 1))  # as fit_reward builds them
-    k = cfg.train_layers or len(policy.model.layers)
-    cache_features(policy, heldout, k, tokenizer.pad_token_id, max(cfg.micro_batch_size, 8), cfg.precision)
-    figures = heldout_figures(cfg, reward_model, top_layers(reward_model.lm, k), heldout, tokenizer.pad_token_id,
-                              intervals=True)
+    k, pad_id = cfg.train_layers or len(policy.model.layers), tokenizer.pad_token_id
+    cache_features(policy, heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision)
+    top = top_layers(reward_model.lm, k)
+    scores = trace_scores(cfg, reward_model, top, heldout, pad_id)
+    figures = heldout_figures(cfg, reward_model, top, heldout, pad_id, intervals=True, scores=scores)
     where = f"{validation} unseen training problems" if validation else "held-out figures"
     Console().print(fit_table(figures, f"{where} · {run}", TRACE_SCORES))
+    figures["by_kind"] = by_kind(cfg, heldout, scores)
+    Console().print(kind_table(figures["by_kind"]))
     if out:
         out.write_text(json.dumps(runs.finite_or_none(figures), indent=2))
+
+
+def by_kind(cfg, traces: list[Trace], scores: list[dict]) -> dict[str, dict]:
+    """The same figures for each kind of perturbation alone: its perturbed copies beside their own experts."""
+    kinds: dict[str, set[int]] = {}
+    for t in traces:
+        if t.source == "perturbed":
+            kinds.setdefault(t.kind, set()).add(t.question)
+    result = {}
+    for kind, questions in sorted(kinds.items()):
+        rows = [(t, s) for t, s in zip(traces, scores) if t.question in questions and t.source != "policy"]
+        figures = heldout_figures(cfg, None, None, [t for t, _ in rows], 0, scores=[s for _, s in rows])
+        result[kind] = {"copies": len(questions), **figures}
+    return result
+
+
+def kind_table(kinds: dict[str, dict]) -> Table:
+    table = Table(title="by kind of perturbation: D logit (policy log-prob)")
+    for name in ("kind", "copies", *(f"AUROC {how}" for how in ("mean", "low5")), "Hit@1", "step Hit@1"):
+        table.add_column(name, justify="left" if name == "kind" else "right")
+    for kind, f in kinds.items():
+        table.add_row(kind, str(f["copies"]), *(f"{f[f'{key}_reward_{how}']:.2f} ({f[f'{key}_logprob_{how}']:.2f})"
+                                                for key, how in (("clean_vs_perturbed_auroc", "mean"),
+                                                                 ("clean_vs_perturbed_auroc", "low5"),
+                                                                 ("hit1", "lowest"), ("step1", "lowest"))))
+    return table
 
 
 if __name__ == "__main__":

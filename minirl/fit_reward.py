@@ -53,6 +53,7 @@ class Trace:
     correct: bool | None = None  # pooled samples: is the final answer right
     target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
     steps: list[tuple[int, int]] | None = None  # perturbed: the token range of each line (step) of the response
+    kind: str | None = None  # perturbed: the rule that changed it (`data.PERTURBATIONS`)
     hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
     logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)
 
@@ -74,7 +75,8 @@ def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Ra
             if "".join(pieces[:-1]) == got[0]:  # tokens that spell the text: the change can be located
                 traces.append(Trace("perturbed", i, prompt_ids, response_ids,
                                     target=char_to_token_span(pieces, got[1]),
-                                    steps=[(a, b) for a, b, _ in split_steps(pieces[:-1], [0.0] * (len(pieces) - 1))]))
+                                    steps=[(a, b) for a, b, _ in split_steps(pieces[:-1], [0.0] * (len(pieces) - 1))],
+                                    kind=got[2]))
     return traces + [Trace("policy", r["question"], r["prompt_ids"], r["response_ids"], r["correct"])
                      for r in pooled if r["response_ids"]  # a sample that copies its expert is no negative (M9)
                      and r["text"].strip() != tasks[r["question"]]["answer"].strip()]
@@ -216,7 +218,7 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
 
 
 def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, traces: list[Trace], pad_id: int,
-                    intervals: bool = False) -> dict[str, float]:
+                    intervals: bool = False, scores: list[dict] | None = None) -> dict[str, float]:
     """On held-out problems, for the reward, for f and for the policy's log-prob (M7, M10), with 95 % bootstrap
     intervals over problems when `intervals`:
       clean_vs_perturbed_auroc  does the trace score rank the expert solutions above their perturbed copies;
@@ -224,8 +226,8 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
       step1                     is that token's line (step) the line of the first change (the paper's step-level
                                 Hit@1; `step1_chance` = the mean of 1 / lines);
       expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
-    Trace scores: `TRACE_SCORES`; Hit@1 uses the lowest token."""
-    scores = dict(zip(map(id, traces), trace_scores(cfg, reward_model, top, traces, pad_id)))
+    Trace scores: `TRACE_SCORES`; Hit@1 uses the lowest token. `scores`: the traces' `trace_scores`, when known."""
+    scores = dict(zip(map(id, traces), scores or trace_scores(cfg, reward_model, top, traces, pad_id)))
     by_question: dict[int, dict[str, list[Trace]]] = {}
     for t in traces:
         by_question.setdefault(t.question, {"expert": [], "perturbed": [], "policy": []})[t.source].append(t)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 import minirl.pool
 from minirl import fit_reward
 from minirl.config import UsageError, from_preset
+from minirl.data import PERTURBATIONS
 from minirl.fit_reward import (
     Trace,
     cache_features,
@@ -86,6 +87,7 @@ def test_perturbed_traces_carry_the_token_range_of_their_first_change(tok):
         start, end = t.target
         assert 0 <= start < end < len(t.response_ids)  # never the EOS
         assert t.response_ids[:start] == expert.response_ids[:start]  # nothing before the change moved
+        assert t.kind in PERTURBATIONS  # the rule that made it, for figures by kind
 
 
 def test_several_perturbed_copies_are_distinct_and_one_copy_draws_as_before(tok):
