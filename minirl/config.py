@@ -113,7 +113,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {  # CPU, 2 cores, the synthetic world; sizes from the trials in method.md M9
         "pretrain": dict(steps=600, prompts_per_iter=64, lr=3e-3, eval_every=200),
         "sft": dict(steps=200, prompts_per_iter=32, lr=1e-3, eval_every=50),
-        "airl": dict(steps=100, eval_every=20, lr=1e-4, kl_beta=0.05),  # outcome RL's PPO settings (README)
+        # outcome RL's PPO settings; a 400-step warm-up (was 200): at 400 demos 93 % of outcome RL over four seeds
+        # against 89 %, at 50 demos a few points lower (README)
+        "airl": dict(steps=100, eval_every=20, lr=1e-4, kl_beta=0.05, disc_warmup=400),
         "outcome": dict(steps=100, eval_every=20, lr=1e-4, kl_beta=0.05),
     },
     "smollm2": {  # CPU, a real 135M chat model on GSM8K, both from the hub: a smoke-scale run
