@@ -158,8 +158,6 @@ def config_from(saved: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-# ---------------------------------------------------------------- validation, before any work starts
-
 def default_out(cfg: TrainConfig) -> Path:
     """runs/<algo>-<preset>-s<seed>; the tiny preset's pretraining run is the base policy that
     the other algorithms start from, runs/base-<size>-s<seed>."""
@@ -177,6 +175,8 @@ def base_policy(cfg: TrainConfig) -> TrainConfig | None:
                        misconception_rate=cfg.misconception_rate)
     return replace(base, out=str(default_out(base)))
 
+
+# ---------------------------------------------------------------- validation, before any work starts
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
            "size": ("tiny", "micro"),

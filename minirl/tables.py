@@ -111,7 +111,7 @@ FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC"
                "expert_over_wrong": "expert above the policy's own wrong answer"}
 
 
-def fit_table(summary: dict, title: str, trace_scores: tuple[str, ...] = ("mean", "min", "last")) -> Table:
+def fit_table(summary: dict, title: str, trace_scores: tuple[str, ...]) -> Table:
     """`minirl train --algo reward`'s held-out figures: the reward beside the policy's log-prob, 95 % intervals,
     for each way of scoring a trace (`trace_scores`, e.g. the mean, min or last token; Hit@1: the lowest token)."""
     table = Table(title=title)
