@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minirl import runs
-from minirl.config import config_from
+from minirl.config import TrainConfig, config_from
 from minirl.data import load_tasks
 from minirl.fit_reward import (
     TRACE_SCORES,
@@ -70,7 +70,7 @@ def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run fo
         out.write_text(json.dumps(runs.finite_or_none(figures), indent=2))
 
 
-def by_kind(cfg, traces: list[Trace], scores: list[dict]) -> dict[str, dict]:
+def by_kind(cfg: TrainConfig, traces: list[Trace], scores: list[dict]) -> dict[str, dict]:
     """The same figures for each kind of perturbation alone: its perturbed copies beside their own experts."""
     kinds: dict[str, set[int]] = {}
     for t in traces:
@@ -85,6 +85,7 @@ def by_kind(cfg, traces: list[Trace], scores: list[dict]) -> dict[str, dict]:
 
 
 def kind_table(kinds: dict[str, dict]) -> Table:
+    """`by_kind` as a table: each figure for the D logit, the policy's log-prob in brackets."""
     table = Table(title="by kind of perturbation: D logit (policy log-prob)")
     for name in ("kind", "copies", *(f"AUROC {how}" for how in ("mean", "low5")), "Hit@1", "step Hit@1"):
         table.add_column(name, justify="left" if name == "kind" else "right")
