@@ -43,7 +43,7 @@ from minirl.tables import fit_table
 
 def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run folder"),
          out: Path = typer.Option(None, help="also write the figures here as JSON"),
-         validation: int = typer.Option(0, help="score this many unseen training problems instead of the test "
+         validation: int = typer.Option(0, min=0, help="score this many unseen training problems instead of the test "
                                                 "problems (0: the test problems, as training did)")) -> None:
     cfg = config_from(runs.saved_config(run))
     policy, tokenizer, reward_model, _ = runs.load_run(run)
