@@ -3,6 +3,8 @@ localisation's Hit@k (M7), and a run's summary. Rich tables only; nothing here i
 
 from __future__ import annotations
 
+import math
+
 from rich.console import RenderableType
 from rich.table import Table
 
@@ -123,7 +125,7 @@ def fit_table(summary: dict, title: str, trace_scores: tuple[str, ...]) -> Table
             cells = []
             for score in ("reward", "f", "logprob"):
                 value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")
-                cells.append("-" if value is None or value != value else  # None or NaN: nothing to measure
+                cells.append("-" if value is None or math.isnan(value) else  # None or NaN: nothing to measure
                              f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
             if set(cells) != {"-"}:  # e.g. no pooled answers: no expert-over-wrong rows
                 table.add_row(what, how, *cells)

@@ -31,7 +31,7 @@ from minirl.airl import (
     warm_up_discriminator,
 )
 from minirl.cards import write_model_card
-from minirl.config import NumericalError, TrainConfig, base_policy, check, default_out
+from minirl.config import NumericalError, TrainConfig, base_policy, check, default_out, from_preset
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import fit_reward
 from minirl.models import (
@@ -258,7 +258,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         if reward_model is not None and not cfg.reward_from:  # a reward from another run is trained already
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
                                   data["rl"])
-        elif cfg.reward_from and cfg.disc_warmup:
+        elif cfg.reward_from and cfg.disc_warmup != from_preset(cfg.preset, cfg.algo).disc_warmup:  # asked for
             runs.console.print(f"[yellow]the reward model of {cfg.reward_from} is trained already: no warm-up "
                                f"(--disc-warmup {cfg.disc_warmup} not used)[/]")
     for it in run.progress(range(start, cfg.steps), cfg.algo):

@@ -96,6 +96,13 @@ def test_a_reward_from_another_run_with_no_discriminator_steps_stays_frozen(base
     assert len(calls) == 2 * 4  # two per iteration; the warm-up's steps are not counted here
 
 
+def test_a_reward_from_another_run_says_nothing_of_the_presets_own_warm_up(base_run, whole_run, tmp_path, capsys):
+    preset_warmup = from_preset("tiny", "airl").disc_warmup  # not the user's choice: no line about it
+    train(airl_config(base_run[0], tmp_path / "quiet", reward_from=str(whole_run), disc_steps=0, steps=1,
+                      eval_every=1, disc_warmup=preset_warmup))
+    assert "no warm-up" not in " ".join(capsys.readouterr().err.split())
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(base_run, whole_run, tmp_path, monkeypatch):
     checkpoint = runs.save_checkpoint
 
