@@ -87,13 +87,15 @@ def by_kind(cfg: TrainConfig, traces: list[Trace], scores: list[dict]) -> dict[s
 def kind_table(kinds: dict[str, dict]) -> Table:
     """`by_kind` as a table: each figure for the D logit, the policy's log-prob in brackets."""
     table = Table(title="by kind of perturbation: D logit (policy log-prob)")
-    for name in ("kind", "copies", *(f"AUROC {how}" for how in ("mean", "low5")), "Hit@1", "step Hit@1"):
+    for name in ("kind", "copies", *(f"AUROC {how}" for how in ("mean", "low5")), "Hit@1", "step Hit@1",
+                 "step Hit@1 (line)"):
         table.add_column(name, justify="left" if name == "kind" else "right")
     for kind, f in kinds.items():
         table.add_row(kind, str(f["copies"]), *(f"{f[f'{key}_reward_{how}']:.2f} ({f[f'{key}_logprob_{how}']:.2f})"
                                                 for key, how in (("clean_vs_perturbed_auroc", "mean"),
                                                                  ("clean_vs_perturbed_auroc", "low5"),
-                                                                 ("hit1", "lowest"), ("step1", "lowest"))))
+                                                                 ("hit1", "lowest"), ("step1", "lowest"),
+                                                                 ("step1", "line"))))
     return table
 
 

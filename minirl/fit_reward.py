@@ -34,7 +34,7 @@ from minirl.airl import class_weights, discriminator_loss, from_the_change, make
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, perturb
-from minirl.localise import char_to_token_span, lowest, overlaps, step_of
+from minirl.localise import char_to_token_span, lowest, lowest_mean_step, overlaps, step_of
 from minirl.metrics import auroc, bootstrap_ci, mean_of_lowest
 from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs, save_lm
 from minirl.pool import sample_pool
@@ -199,7 +199,8 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
     learned reward f itself (`f`: what `minirl rerank` and `minirl.reward.score` rank by; f = the logit in the
     `logit` form) and the policy's log pi (`logprob`): each `TRACE_SCORES` (the last token is the EOS of a complete
     answer: the one position that has seen the whole trace), and the index of the lowest token but the last
-    (localisation: an expert's or perturbed copy's last token is its EOS, never where an error lies)."""
+    (localisation: an expert's or perturbed copy's last token is its EOS, never where an error lies) and, for a
+    perturbed copy, the first token of its line with the lowest mean score (`line`: the paper's step-interval view)."""
     reward_model.eval()
     device, scored, size = next(reward_model.parameters()).device, [], max(cfg.micro_batch_size, 8)
     for start in range(0, len(traces), size):
@@ -212,7 +213,8 @@ def trace_scores(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, tr
             values = {"reward": logit, "f": f, "logprob": logp}
             scored.append({f"{name}_{how}": value for name, v in values.items() for how, value in
                            (("mean", sum(v) / len(v)), ("min", min(v)), ("last", v[-1]), ("low5", mean_of_lowest(v, 5)),
-                            ("lowest", lowest(v[:-1] or v)[0]))})  # the EOS is never where an error lies
+                            ("lowest", lowest(v[:-1] or v)[0]),  # the EOS is never where an error lies
+                            ("line", lowest_mean_step(v, trace.steps)[0] if trace.steps else None))})
     reward_model.train()
     return scored
 
@@ -224,7 +226,8 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
       clean_vs_perturbed_auroc  does the trace score rank the expert solutions above their perturbed copies;
       hit1                      is the lowest-scoring token of a perturbed copy inside its first change;
       step1                     is that token's line (step) the line of the first change (the paper's step-level
-                                Hit@1; `step1_chance` = the mean of 1 / lines);
+                                Hit@1 of a dense reward; `step1_chance` = the mean of 1 / lines), or (`line`) is
+                                the line with the lowest mean score (the paper's step-interval reward);
       expert_over_wrong         how often the expert solution scores above the policy's own wrong answer.
     Trace scores: `TRACE_SCORES`; Hit@1 uses the lowest token. `scores`: the traces' `trace_scores`, when known."""
     scores = dict(zip(map(id, traces), scores or trace_scores(cfg, reward_model, top, traces, pad_id)))
@@ -241,7 +244,7 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
         hits = [float(t.target[0] <= scores[id(t)][name] < t.target[1]) for g in gs for t in g["perturbed"]]
         return sum(hits) / len(hits) if hits else float("nan")
 
-    def step1(gs: list[dict], name: str) -> float:  # the paper's step view: is the lowest token's line the changed one
+    def step1(gs: list[dict], name: str) -> float:  # the paper's step view: is the chosen line the changed one
         hits = [overlaps(step_of(scores[id(t)][name], t.steps), t.target) for g in gs for t in g["perturbed"]]
         return sum(hits) / len(hits) if hits else float("nan")
 
@@ -251,7 +254,7 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
         return sum(per_question) / len(per_question) if per_question else float("nan")
 
     figures = {}
-    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)), (step1, ("lowest",)),
+    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)), (step1, ("lowest", "line")),
                                (expert_over_wrong, TRACE_SCORES)):
         for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "f", "logprob")):
             key = f"{metric.__name__}_{name}"

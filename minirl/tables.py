@@ -109,7 +109,7 @@ def summary_table(summary: dict, title: str) -> Table:
 
 FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC",
                "hit1": "first change of a perturbed copy at the lowest token: Hit@1",
-               "step1": "... or on the lowest token's line: step Hit@1",
+               "step1": "... on the lowest token's line (lowest) or lowest-mean line (line): step Hit@1",
                "expert_over_wrong": "expert above the policy's own wrong answer"}
 
 
@@ -121,7 +121,7 @@ def fit_table(summary: dict, title: str, trace_scores: tuple[str, ...]) -> Table
                           ("f", "right"), ("policy log-prob", "right")):
         table.add_column(name, justify=justify)
     for key, what in FIT_FIGURES.items():
-        for how in ("lowest",) if key in ("hit1", "step1") else trace_scores:
+        for how in {"hit1": ("lowest",), "step1": ("lowest", "line")}.get(key, trace_scores):
             cells = []
             for score in ("reward", "f", "logprob"):
                 value, ci = summary.get(f"{key}_{score}_{how}"), summary.get(f"{key}_{score}_{how}_ci")

@@ -116,16 +116,18 @@ def test_heldout_figures_by_hand(monkeypatch):
     def trace(source, q, correct=None, target=None):  # a perturbed copy's lines: tokens [0, 1) and [1, 3)
         return Trace(source, q, [1], [2, 3, 4], correct, target, [(0, 1), (1, 3)] if target else None)
 
-    def s(reward, logprob, reward_lowest=0, logprob_lowest=0):  # mean = min = given; last: +1 expert, -1 other
+    def s(reward, logprob, reward_lowest=0, logprob_lowest=0, reward_line=None, logprob_line=None):
+        # mean = min = given; last: +1 expert, -1 other; `line`: the first token of the lowest-mean line
         return {"reward_mean": reward, "logprob_mean": logprob, "reward_min": reward, "logprob_min": logprob,
                 "reward_last": None, "logprob_last": 0.0, "reward_lowest": reward_lowest,
                 "logprob_lowest": logprob_lowest, "reward_low5": None, "logprob_low5": logprob,
-                **{f"f_{how}": 0.0 for how in ("mean", "min", "last", "low5", "lowest")}}
+                "reward_line": reward_line, "logprob_line": logprob_line,
+                **{f"f_{how}": 0.0 for how in ("mean", "min", "last", "low5", "lowest", "line")}}
 
-    rows = [(trace("expert", 0), s(1.0, -1.0)), (trace("perturbed", 0, target=(1, 2)), s(0.0, -0.5, 1, 0)),
+    rows = [(trace("expert", 0), s(1.0, -1.0)), (trace("perturbed", 0, target=(1, 2)), s(0.0, -0.5, 1, 0, 0, 1)),
             (trace("policy", 0, False), s(0.5, -0.2)), (trace("policy", 0, False), s(2.0, -3.0)),
             (trace("policy", 0, True), s(9.0, 9.0)),  # right answers never count against the expert
-            (trace("expert", 1), s(-1.0, -2.0)), (trace("perturbed", 1, target=(0, 2)), s(0.5, -1.5, 2, 1)),
+            (trace("expert", 1), s(-1.0, -2.0)), (trace("perturbed", 1, target=(0, 2)), s(0.5, -1.5, 2, 1, 1, 0)),
             (trace("policy", 1, False), s(-2.0, -1.0))]
     scores = [{**sc, "reward_last": 1.0 if t.source == "expert" else -1.0,
                "reward_low5": 2.0 if t.source == "expert" else -2.0 * (t.question + 1)} for t, sc in rows]
@@ -143,6 +145,9 @@ def test_heldout_figures_by_hand(monkeypatch):
     # [0, 2): 1.0; log-prob tokens 0 -> line [0, 1), not [1, 2); 1 -> [1, 3) overlaps [0, 2): 0.5. Chance 1/2 lines
     assert figures["step1_reward_lowest"] == 1.0 and figures["step1_logprob_lowest"] == 0.5
     assert figures["step1_chance"] == 0.5
+    # step Hit@1, the lowest-mean line: reward lines [0, 1) (misses [1, 2)) and [1, 3) (overlaps [0, 2)): 0.5;
+    # log-prob lines [1, 3) and [0, 1), both overlapping their change: 1.0
+    assert figures["step1_reward_line"] == 0.5 and figures["step1_logprob_line"] == 1.0
     # expert over wrong: q0 reward 1 > 0.5 yes, 1 > 2 no -> 0.5; q1 -1 > -2 yes -> 1; mean 0.75.
     # log-prob: q0 -1 > -0.2 no, -1 > -3 yes -> 0.5; q1 -2 > -1 no -> 0; mean 0.25
     assert figures["expert_over_wrong_reward_mean"] == 0.75 and figures["expert_over_wrong_logprob_mean"] == 0.25
@@ -228,6 +233,20 @@ def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch)
     assert scores["logprob_mean"] == (-1 - 3 - 2 - 0.5) / 4 and scores["logprob_lowest"] == 1
     # f = logit + log pi in the airl form: 0, -5, -1.5, -9.5
     assert scores["f_mean"] == (0 - 5 - 1.5 - 9.5) / 4 and scores["f_lowest"] == 1 and scores["f_last"] == -9.5
+
+
+def test_the_lowest_mean_line_can_differ_from_the_lowest_tokens_line(monkeypatch):
+    # lines [0, 1) and [1, 3) before the EOS; logits -1.5 | -2, 1 | EOS -9: the lowest token (1) is on the second
+    # line, the lowest mean (-1.5 against -0.5) is the first; an expert carries no lines, so no `line`
+    perturbed = Trace("perturbed", 0, [1], [5, 6, 7, 0], target=(0, 1), steps=[(0, 1), (1, 3)],
+                      logp=torch.tensor([0.0, -1, -1, -1, -1]))
+    expert = Trace("expert", 0, [1], [5, 6, 7, 0], logp=torch.tensor([0.0, -1, -1, -1, -1]))
+    logits = torch.tensor([[0.0, -1.5, -2.0, 1.0, -9.0]] * 2)
+    monkeypatch.setattr(fit_reward, "trace_logits", lambda *a: (logits, torch.tensor([[0, 1, 1, 1, 1]] * 2)))
+    got, clean = fit_reward.trace_scores(from_preset("tiny", "reward"), torch.nn.Linear(1, 1), None,
+                                         [perturbed, expert], 0)
+    assert got["reward_lowest"] == 1 and got["reward_line"] == 0
+    assert clean["reward_line"] is None
 
 
 def test_a_pool_line_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
