@@ -34,9 +34,9 @@ from minirl.train import ensure_base_policy, train
 
 # AIRL from a policy that is already close to the experts: its own discriminator cannot learn what SFT still gets
 # wrong (SFT knows the demonstrations by heart; trained against its samples the reward ranked them at AUROC
-# 0.55-0.67, and every PPO update on it made SFT worse, README). A reward learned against the base policy, whose
-# mistakes SFT partly keeps, ranks SFT's samples well (AUROC 0.87 / 0.80, seeds 0 / 1, 50 demos): SFT is taught by that
-# reward, frozen (no discriminator steps), anchored to its start (KL) with smaller steps.
+# 0.55-0.67, and every PPO update on it made SFT worse: docs/lab-notes.md). A reward learned against the base
+# policy, whose mistakes SFT partly keeps, ranks SFT's samples well (AUROC 0.87 / 0.80, seeds 0 / 1, 50 demos): SFT
+# is taught by that reward, frozen (no discriminator steps), anchored to its start (KL) with smaller steps.
 REWARD_ALONE = dict(steps=0, disc_warmup=400)
 FROM_SFT = dict(kl_beta=0.05, lr=5e-5, disc_steps=0)
 FIGURES = ("sampled_acc", "greedy_acc", "pass@8", "maj@8")

@@ -152,7 +152,7 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
 def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor) -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
     `airl.from_the_change`). (SmolLM2, 100 held-out problems, 100 steps: clean-vs-perturbed AUROC of the mean logit
-    0.64 -> 0.75, Hit@1 0.23 -> 0.36; README.)"""
+    0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     return from_the_change(response_mask, prompt_len, [t.target[0] if t.source == "perturbed" else None
                                                        for t in traces])
@@ -254,8 +254,8 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
         return sum(per_question) / len(per_question) if per_question else float("nan")
 
     figures = {}
-    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)), (step1, ("lowest", "line")),
-                               (expert_over_wrong, TRACE_SCORES)):
+    for metric, aggregates in ((clean_vs_perturbed_auroc, TRACE_SCORES), (hit1, ("lowest",)),
+                               (step1, ("lowest", "line")), (expert_over_wrong, TRACE_SCORES)):
         for name in (f"{score}_{how}" for how in aggregates for score in ("reward", "f", "logprob")):
             key = f"{metric.__name__}_{name}"
             figures[key] = metric(groups, name)

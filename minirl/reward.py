@@ -90,7 +90,7 @@ def run_default_score(run: str | Path, reward_from: str | Path | None = None) ->
 def default_score_of(config: dict) -> str:
     """What a reward ranks by unless told (M2, M5). A reward trained alone against a fixed policy (`--algo reward`)
     is the discriminator's logit f - log pi: the contrast it learned (SmolLM2, 100 held-out GSM8K problems: expert
-    above SmolLM2's own wrong answer 0.99 by f - log pi, 0.55 by f, 0.49 by log-prob; README). A reward trained
+    above SmolLM2's own wrong answer 0.99 by f - log pi, 0.55 by f, 0.49 by log-prob; lab notes). A reward trained
     beside its policy (AIRL) is ranked by mean f: there the policy has moved towards the reward, so on its samples
     f - log pi tends to 0 (D -> 1/2) and loses the signal (tiny preset, seed 0, 400 demos, best-of-8 on 200
     questions: mean f 0.865, f - log pi 0.760, log-prob 0.845)."""
