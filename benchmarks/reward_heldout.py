@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from minirl import runs
-from minirl.config import TrainConfig, config_from
+from minirl.cli import user_errors
+from minirl.config import TrainConfig, UsageError, config_from
 from minirl.data import load_tasks
 from minirl.fit_reward import (
     TRACE_SCORES,
@@ -45,6 +46,14 @@ def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run fo
          out: Path = typer.Option(None, help="also write the figures here as JSON"),
          validation: int = typer.Option(0, min=0, help="score this many unseen training problems instead of the test "
                                                 "problems (0: the test problems, as training did)")) -> None:
+    with user_errors():  # a wrong folder or an unreadable file: one line, not a traceback
+        report(run, out, validation)
+
+
+def report(run: Path, out: Path | None, validation: int) -> None:
+    """Score the run's held-out traces (or `validation` unseen training problems), print both tables, save JSON."""
+    if out and not out.parent.is_dir():  # before minutes of scoring, not after
+        raise UsageError(f"--out {out}: there is no folder {out.parent}")
     cfg = config_from(runs.saved_config(run))
     policy, tokenizer, reward_model, _ = runs.load_run(run)
     data = load_tasks(cfg)

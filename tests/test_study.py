@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import typer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +79,16 @@ def test_the_gain_over_sft_is_paired_by_question(study, tmp_path) -> None:
     assert 0.0 <= low <= gain <= high <= 0.25  # resampled questions: seed 0 gives 0, 0.25 or 0.5 over 2, seed 1 0
     assert low < high
     assert study.paired_gain(pairs[1:]) == (0.0, 0.0, 0.0)  # no difference on any question: a zero interval
+
+
+def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("reward_heldout", ROOT / "benchmarks" / "reward_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for run, out, code, says in ((tmp_path / "nothing", None, 1, "config.json: unreadable"),
+                                 (tmp_path, tmp_path / "no" / "such.json", 2, "--out")):  # before any scoring
+        with pytest.raises(typer.Exit) as stop:
+            module.main(run, out, 0)
+        assert stop.value.exit_code == code
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and says in err and "Traceback" not in err
