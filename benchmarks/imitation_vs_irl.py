@@ -29,7 +29,8 @@ from pathlib import Path
 import typer
 
 from minirl import runs
-from minirl.config import TrainConfig, base_policy, from_preset
+from minirl.cli import user_errors
+from minirl.config import TrainConfig, base_policy, check, from_preset
 from minirl.train import ensure_base_policy, train
 
 # AIRL from a policy that is already close to the experts: its own discriminator cannot learn what SFT still gets
@@ -152,10 +153,14 @@ def main(seeds: list[int] = typer.Option([0, 1], help="seeds (world, initialisat
          head: str = typer.Option("token", help="reward head of the AIRL arms: token, hybrid or scalar (M2)"),
          out: Path = typer.Option(Path("runs/study"), help="folder for the runs, the table and the figure")) -> None:
     results, folders = {}, {}
-    for seed in seeds:
-        for n in demos:
-            for arm, cfg in study_configs(seed, n, out, final_questions, head).items():
-                results[(arm, n, seed)], folders[(arm, n, seed)] = run(cfg), Path(cfg.out)
+    with user_errors():  # a bad option: one line before any training, not a traceback after the first arms
+        for seed in seeds:
+            for n in demos:
+                check(from_preset("tiny", "airl", seed=seed, n_demos=n, final_questions=final_questions, head=head))
+        for seed in seeds:
+            for n in demos:
+                for arm, cfg in study_configs(seed, n, out, final_questions, head).items():
+                    results[(arm, n, seed)], folders[(arm, n, seed)] = run(cfg), Path(cfg.out)
     markdown, summary = table(results, seeds, demos)
     markdown += "\n\nGain over SFT in sampled accuracy, paired on the same held-out questions [95 % bootstrap]:"
     for n in demos:

@@ -92,3 +92,10 @@ def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys
         assert stop.value.exit_code == code
         err = capsys.readouterr().err
         assert err.startswith("error:") and says in err and "Traceback" not in err
+
+
+def test_the_study_refuses_a_bad_option_before_building_anything(study, tmp_path, capsys) -> None:
+    with pytest.raises(typer.Exit) as stop:
+        study.main(seeds=[0], demos=[50], final_questions=200, head="nonsense", out=tmp_path / "study")
+    assert stop.value.exit_code == 2 and capsys.readouterr().err.startswith("error: --head 'nonsense'")
+    assert study.built == [] and not (tmp_path / "study").exists()  # no base policy, no folder
