@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import typer
@@ -72,9 +73,10 @@ def report(run: Path, out: Path | None, validation: int) -> None:
     scores = trace_scores(cfg, reward_model, top, heldout, pad_id)
     figures = heldout_figures(cfg, reward_model, top, heldout, pad_id, intervals=True, scores=scores)
     where = f"{validation} unseen training problems" if validation else "held-out figures"
-    Console().print(fit_table(figures, f"{where} · {run}", TRACE_SCORES))
+    console = Console() if sys.stdout.isatty() else Console(width=140)  # a log file: no wrapping at 80 columns
+    console.print(fit_table(figures, f"{where} · {run}", TRACE_SCORES))
     figures["by_kind"] = by_kind(cfg, heldout, scores)
-    Console().print(kind_table(figures["by_kind"]))
+    console.print(kind_table(figures["by_kind"]))
     if out:
         out.write_text(json.dumps(runs.finite_or_none(figures), indent=2))
 
