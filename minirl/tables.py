@@ -109,7 +109,7 @@ def summary_table(summary: dict, title: str) -> Table:
 
 FIT_FIGURES = {"clean_vs_perturbed_auroc": "expert vs its perturbed copy: AUROC",
                "hit1": "first change of a perturbed copy at the lowest token: Hit@1",
-               "step1": "... the changed line: its line (lowest), lowest mean (line)",
+               "step1": "step Hit@1: the changed line is the lowest token's (lowest) or lowest-mean (line)",
                "expert_over_wrong": "expert above the policy's own wrong answer"}
 
 
