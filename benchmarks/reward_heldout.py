@@ -59,8 +59,8 @@ def report(run: Path, out: Path | None, validation: int) -> None:
     policy, tokenizer, reward_model, _ = runs.load_run(run)
     data = load_tasks(cfg)
     if validation and len(data["corpus"]) <= cfg.n_demos:
-        raise typer.BadParameter(f"all {len(data['corpus'])} training problems are demonstrations: none unseen",
-                                 param_hint="--validation")
+        raise UsageError(f"--validation {validation}: all {len(data['corpus'])} training problems are "
+                         "demonstrations, none unseen")
     if validation:  # problems after the demonstrations: `--algo reward` never reads them
         heldout = make_traces(tokenizer, data["rl"][:validation], [], random.Random(cfg.seed + 2))
     else:

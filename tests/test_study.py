@@ -81,7 +81,7 @@ def test_the_gain_over_sft_is_paired_by_question(study, tmp_path) -> None:
     assert study.paired_gain(pairs[1:]) == (0.0, 0.0, 0.0)  # no difference on any question: a zero interval
 
 
-def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys) -> None:
+def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys, monkeypatch) -> None:
     spec = importlib.util.spec_from_file_location("reward_heldout", ROOT / "benchmarks" / "reward_heldout.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -92,6 +92,13 @@ def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys
         assert stop.value.exit_code == code
         err = capsys.readouterr().err
         assert err.startswith("error:") and says in err and "Traceback" not in err
+    # --validation asks for unseen training problems: a run whose demonstrations used them all has none
+    monkeypatch.setattr(module.runs, "saved_config", lambda run: {"n_demos": 5})
+    monkeypatch.setattr(module.runs, "load_run", lambda run: (None, None, None, None))
+    monkeypatch.setattr(module, "load_tasks", lambda cfg: {"corpus": [{}] * 5, "rl": []})
+    with pytest.raises(typer.Exit) as stop:
+        module.main(tmp_path, None, 10)
+    assert stop.value.exit_code == 2 and "--validation 10: all 5 training problems" in capsys.readouterr().err
 
 
 def test_the_study_refuses_a_bad_option_before_building_anything(study, tmp_path, capsys) -> None:
