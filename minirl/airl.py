@@ -128,22 +128,34 @@ def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None]) -> torch.Tensor:
+def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None],
+                    ends: list[int | None] | None = None) -> torch.Tensor:
     """The tokens each row is labelled on (M3), [B, T]: its response tokens, but a perturbed copy's only from its
     first changed token (`starts[row]`, counted in response tokens; None: the whole response). Before it the copy is
     its expert's text token for token, with the same hidden states (causal attention): labelling those tokens 0
-    would teach the same input both labels. Responses start at column `prompt_len` (`rollout.Batch`)."""
+    would teach the same input both labels. With `ends`, a copy's labels also stop before `ends[row]` (its changed
+    line only, `--perturbed-labels line`). Responses start at column `prompt_len` (`rollout.Batch`)."""
     mask = response_mask.clone()
     for row, start in enumerate(starts):
         if start is not None:
             mask[row, : prompt_len + start] = 0
+        if ends is not None and ends[row] is not None:
+            mask[row, prompt_len + ends[row]:] = 0
     return mask
 
 
+def line_end(pieces: list[str], start: int) -> int:
+    """One past the last token of the line that token `start` lies on (`pieces`: the tokens as text; a token that
+    holds a newline ends its line, as in `viz.split_steps`)."""
+    return next((i + 1 for i in range(start, len(pieces)) if "\n" in pieces[i]), len(pieces))
+
+
 def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tuple],
-                        perturbed: list[tuple[str, str, str]]) -> tuple[Batch, list[str], torch.Tensor]:
+                        perturbed: list[tuple[str, str, str]], labels: str = "after"
+                        ) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
-    batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T])."""
+    batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T]):
+    a perturbed copy's from its first change to its end (`labels` "after") or to the end of that line ("line")."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -152,19 +164,25 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
             + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples] + [c for c, _ in copies])
     source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
     starts = [None] * (len(experts) + len(policy_samples)) + [first_difference(c[1], e) for c, e in copies]
+    ends = None
+    if labels == "line":
+        copy_starts = starts[len(starts) - len(copies):]
+        ends = [None] * (len(experts) + len(policy_samples)) + [
+            line_end([tokenizer.decode([t]) for t in c[1]], start) for (c, _), start in zip(copies, copy_starts)]
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
-    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, starts)
+    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, starts, ends)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
                        experts: list[dict], policy_samples: list[tuple], perturbed: list[tuple[str, str, str]],
                        form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0,
-                       micro_batch_size: int = 0, precision: str = "fp32") -> dict[str, float]:
+                       micro_batch_size: int = 0, precision: str = "fp32", labels: str = "after") -> dict[str, float]:
     """One optimiser step of the discriminator on experts (label 1) vs the policy's samples and perturbed
     experts (label 0, from their first change on: M3), its gradient accumulated over chunks of `micro_batch_size`
-    rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`."""
+    rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`;
+    `labels`: which tokens of a perturbed copy are labelled (`discriminator_batch`)."""
     device = next(reward_model.parameters()).device
-    batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed)
+    batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed, labels)
     batch, labelled = batch.to(device), labelled.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
     weights = class_weights(is_expert)  # [B]: the chunks' losses add up to the whole batch's
@@ -240,5 +258,5 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
         stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
-                                   precision=cfg.precision)
+                                   precision=cfg.precision, labels=cfg.perturbed_labels)
         run.log({"warmup_step": step + 1, **stats})

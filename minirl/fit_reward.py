@@ -149,13 +149,17 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
     return (f - policy_logp if form == "airl" else f), batch.response_mask
 
 
-def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor) -> torch.Tensor:
+def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
-    `airl.from_the_change`). (SmolLM2, 100 held-out problems, 100 steps: clean-vs-perturbed AUROC of the mean logit
-    0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
+    `airl.from_the_change`), to its end (`labels` "after") or to the end of the changed line ("line"). (SmolLM2, 100
+    held-out problems, 100 steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean
+    logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
-    return from_the_change(response_mask, prompt_len, [t.target[0] if t.source == "perturbed" else None
-                                                       for t in traces])
+    copies = [t.source == "perturbed" for t in traces]
+    ends = [step_of(t.target[0], t.steps)[1] if copy and labels == "line" else None
+            for t, copy in zip(traces, copies)]
+    return from_the_change(response_mask, prompt_len, [t.target[0] if copy else None
+                                                       for t, copy in zip(traces, copies)], ends)
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
@@ -171,7 +175,7 @@ def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimi
         chunk = [traces[i] for i in rows]
         with autocast(cfg.precision, device):
             logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
-        mask = labelled_tokens(chunk, mask)  # as in the AIRL loop's step: the loss and the accuracies alike
+        mask = labelled_tokens(chunk, mask, cfg.perturbed_labels)  # as in the AIRL loop: the loss and accuracies alike
         chunk_loss = discriminator_loss(logits, mask, is_expert[rows], cfg.label_smoothing, weights[rows])
         chunk_loss.backward()
         loss += chunk_loss.item()

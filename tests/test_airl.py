@@ -15,6 +15,7 @@ from minirl.airl import (
     discriminator_stats,
     first_difference,
     from_the_change,
+    line_end,
     negatives,
     policy_rewards,
 )
@@ -211,6 +212,35 @@ def test_from_the_change_by_hand() -> None:
     mask = from_the_change(response_mask, 2, [None, 1, 0, None])
     assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0]]
     assert response_mask[1].tolist() == [0, 0, 1, 1, 1, 1]  # the batch's own mask is left alone
+
+
+def test_from_the_change_to_the_end_of_its_line_by_hand() -> None:
+    # prompt_len 2; a perturbed copy changed at its 2nd response token whose line ends after its 3rd
+    response_mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]])
+    mask = from_the_change(response_mask, 2, [None, 1], [None, 3])
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0]]
+
+
+def test_line_end_by_hand() -> None:
+    pieces = ["3", "+", "4", " =", " 7", "\n", "####", " 7", "<eos>"]
+    assert line_end(pieces, 0) == 6 and line_end(pieces, 4) == 6 and line_end(pieces, 5) == 6
+    assert line_end(pieces, 7) == 9  # the last line: to the end
+    assert line_end(["a", " 7\n\n", "b"], 0) == 2  # a token that holds the newline ends the line
+
+
+def test_the_discriminator_labels_only_the_changed_line_with_line_labels(tok) -> None:
+    copy = SOL1.replace("6+18 = <<6+18=24>>24", "6+18 = <<6+18=25>>25")  # the second line's result changed
+    batch, _, labelled = discriminator_batch(tok, EXPERTS[:1], [("Q1", "wrong\n#### 3")], [("Q1", copy, SOL1)],
+                                             labels="line")
+    expert_ids, copy_ids = text_ids(tok, "x", SOL1)[1], text_ids(tok, "x", copy)[1]
+    start = next(i for i, (a, b) in enumerate(zip(expert_ids, copy_ids)) if a != b)
+    pieces = [tok.decode([t]) for t in copy_ids]
+    end = next(i + 1 for i in range(start, len(pieces)) if "\n" in pieces[i])  # the changed line's newline
+    assert "".join(pieces[start:end]) == "5>>25 books.\n" and end < len(copy_ids) - 2  # more lines follow
+    P = batch.prompt_len
+    assert labelled[0].tolist() == batch.response_mask[0].tolist()  # the expert: every response token
+    assert labelled[1].tolist() == batch.response_mask[1].tolist()  # the policy's sample: every response token
+    assert [i - P for i in labelled[2].nonzero().flatten().tolist()] == list(range(start, end))
 
 
 def test_the_discriminator_labels_a_perturbed_copy_from_its_first_changed_token(tok) -> None:

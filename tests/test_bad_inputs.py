@@ -97,6 +97,7 @@ TABLE = [
     (["train", "--algo", "outcome", "--advantage", "trace", *OUT], None, 2,
      "--advantage trace shapes a dense reward (airl); outcome RL pays one number per trace: use group or gae"),
     (["train", "--form", "bogus", *OUT], None, 2, "--form 'bogus': choose from airl, logit"),
+    (["train", "--perturbed-labels", "all", *OUT], None, 2, "--perturbed-labels 'all': choose from after, line"),
     (["train", "--algo", "bogus", *OUT], None, 2, "--algo 'bogus': choose from pretrain, sft, airl, outcome"),
     (["train", "--preset", "nope", *OUT], None, 2, "unknown preset 'nope'"),
     (["train", "--form", "logit", *OUT], None, 2, "--head token needs --form airl"),

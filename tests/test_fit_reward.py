@@ -110,6 +110,9 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     mask = labelled_tokens(traces, batch.response_mask)
     assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0]]
     assert batch.response_mask[1].tolist() == [0, 0, 1, 1, 1, 1]  # the batch's own mask is left alone
+    traces[1].steps = [(0, 3), (3, 4)]  # the change (token 1) lies on the first line, tokens [0, 3)
+    mask = labelled_tokens(traces, batch.response_mask, "line")
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]]
 
 
 def test_heldout_figures_by_hand(monkeypatch):
