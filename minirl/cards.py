@@ -18,15 +18,16 @@ SETTINGS = {"*": ("algo", "preset", "init", "data", "size", "seed", "steps", "pr
             "rl": ("samples_per_prompt", "minibatch_size", "ppo_epochs", "clip", "target_kl", "advantage", "gamma",
                    "lam", "kl_beta"),
             "airl": ("head", "form", "disc_lr", "disc_warmup", "disc_batch", "perturbed_per_expert",
-                     "label_smoothing", "reward_clip")}
+                     "perturbed_labels", "label_smoothing", "reward_clip"),
+            "reward": ("head", "form", "disc_lr", "disc_batch", "train_layers", "perturbed_per_expert",
+                       "perturbed_labels", "label_smoothing", "n_demos", "warmup_pool")}
 
 
 def write_model_card(folder: str | Path, kind: str, cfg_dict: dict, figures: dict | None = None) -> Path:
     """A model card, `folder`/README.md, for a saved `policy` or `reward` model: what it is, how it was trained
     (the algorithm and the key settings of `cfg_dict`), its held-out `figures` when known, and how to load it."""
     folder, algo = Path(folder), cfg_dict.get("algo", "")
-    keys = SETTINGS["*"] + (SETTINGS["rl"] if algo in ("airl", "outcome") else ()) + (
-        SETTINGS["airl"] if algo == "airl" else ())
+    keys = SETTINGS["*"] + (SETTINGS["rl"] if algo in ("airl", "outcome") else ()) + SETTINGS.get(algo, ())
     if kind == "policy":
         what = (f"The policy of the minirl run `{folder.parent}`: a causal language model trained by "
                 f"{ALGOS.get(algo, algo)}. It is the checkpoint with the best held-out sampled accuracy"

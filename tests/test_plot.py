@@ -172,6 +172,10 @@ def test_saved_models_carry_a_model_card(micro_airl: Path) -> None:
     assert not (micro_airl.parent / "base" / "reward").exists()
     card = write_model_card(micro_airl / "policy", "policy", {"algo": "sft", "lr": 1e-3}, None).read_text()
     assert "supervised fine-tuning" in card and "Not evaluated." in card and "| lr | `0.001` |" in card
+    settings = {"algo": "reward", "lr": 1e-3, "train_layers": 8, "perturbed_labels": "line", "kl_beta": 0.1}
+    card = write_model_card(micro_airl / "reward", "reward", settings, None).read_text()
+    assert "| train_layers | `8` |" in card and "| perturbed_labels | `line` |" in card  # the reward model's settings
+    assert "kl_beta" not in card  # PPO's settings: not a reward model's
 
 
 # ---------------------------------------------------------------- --report-to tensorboard
