@@ -218,6 +218,23 @@ def test_every_perturbed_copy_of_a_chosen_expert_joins_its_step(base, tmp_path, 
         assert sum(t.source == "policy" for t in batch) > 0
 
 
+def test_line_labels_reach_every_reward_step(base, tmp_path, monkeypatch):
+    seen, real = [], fit_reward.labelled_tokens
+    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after":
+                        seen.append((traces, mask, real(traces, mask, labels))) or seen[-1][2])
+    train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=1,
+                      perturbed_labels="line", **{**SMALL, "steps": 2, "eval_every": 2}))
+    copies = 0
+    for traces, mask, labelled in seen:
+        P = mask.shape[1] - max(len(t.response_ids) for t in traces)  # the first response column
+        for row, t in enumerate(traces):
+            if t.source == "perturbed":  # from its first change to the end of that change's line
+                end = next(b for a, b in t.steps if a <= t.target[0] < b)
+                assert labelled[row].nonzero().flatten().tolist() == list(range(P + t.target[0], P + end))
+                copies += 1
+    assert copies > 0
+
+
 def test_train_layers_above_the_models_depth_is_one_line(base, tmp_path):
     with pytest.raises(UsageError, match="--train-layers 9: the model has 2 decoder layers"):
         train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=9, **SMALL))
