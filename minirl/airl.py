@@ -146,7 +146,8 @@ def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[i
 
 def line_end(pieces: list[str], start: int) -> int:
     """One past the last token of the line that token `start` lies on (`pieces`: the tokens as text; a token that
-    holds a newline ends its line, as in `viz.split_steps`)."""
+    holds a newline ends its line, as in `viz.split_steps`). The last line runs to the end, its EOS included; in
+    `--algo reward` the lines are the trace's `steps`, which leave the EOS out (`fit_reward.labelled_tokens`)."""
     return next((i + 1 for i in range(start, len(pieces)) if "\n" in pieces[i]), len(pieces))
 
 
