@@ -164,14 +164,12 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     rows = ([ids(t["question"], t["answer"]) for t in experts]
             + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples] + [c for c, _ in copies])
     source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
-    starts = [None] * (len(experts) + len(policy_samples)) + [first_difference(c[1], e) for c, e in copies]
-    ends = None
-    if labels == "line":
-        copy_starts = starts[len(starts) - len(copies):]
-        ends = [None] * (len(experts) + len(policy_samples)) + [
-            line_end([tokenizer.decode([t]) for t in c[1]], start) for (c, _), start in zip(copies, copy_starts)]
+    changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
+    ends = ([line_end([tokenizer.decode([t]) for t in response], start)
+             for ((_, response), _), start in zip(copies, changes)] if labels == "line" else [None] * len(copies))
+    whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
-    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, starts, ends)
+    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, whole + changes, whole + ends)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,

@@ -155,11 +155,10 @@ def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: st
     held-out problems, 100 steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean
     logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
-    copies = [t.source == "perturbed" for t in traces]
-    ends = [step_of(t.target[0], t.steps)[1] if copy and labels == "line" else None
-            for t, copy in zip(traces, copies)]
-    return from_the_change(response_mask, prompt_len, [t.target[0] if copy else None
-                                                       for t, copy in zip(traces, copies)], ends)
+    starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
+    ends = [step_of(start, t.steps)[1] if start is not None and labels == "line" else None
+            for t, start in zip(traces, starts)]
+    return from_the_change(response_mask, prompt_len, starts, ends)
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
