@@ -36,6 +36,9 @@ class TrainConfig:
     init: str = opt("", "starting policy: a run folder, a local model folder, a .gguf file or a hub id "
                         "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
     reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")
+    reward_size: str = opt("", "tiny preset: the reward model's backbone is a base model of this size pretrained on "
+                               "the same corpus (runs/base-<size>-s<seed>, built when missing; M9); empty = as "
+                               "--reward-init says")
     reward_from: str = opt("", "airl: start from the reward model of this run folder instead, with no warm-up (e.g. "
                                "one trained against the base policy, for AIRL from SFT: M2)")
     data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the split 'train'")
@@ -53,7 +56,7 @@ class TrainConfig:
     misconception_rate: float = opt(0.6, "chance that each cued misconception is applied in the corpus (trial: 0.7)")
     leave_out: str = opt("", "a misconception kept out of the demonstrations, e.g. half_as_many")
     # ---- models
-    size: str = opt("tiny", "tiny model size: tiny (0.7M parameters) or micro (tests)")
+    size: str = opt("tiny", "tiny model size: tiny (0.7M parameters), small (3.6M) or micro (tests)")
     gguf_file: str = opt("", "GGUF file name inside --init's folder, for quantised checkpoints")
     lora_rank: int = opt(0, "LoRA rank for policy and reward model (0 = full fine-tuning; needs the peft extra)")
     grad_checkpointing: bool = opt(False, "recompute activations in the backward pass to save GPU memory")
@@ -173,7 +176,18 @@ def base_policy(cfg: TrainConfig) -> TrainConfig | None:
     starts from it (tiny preset, no --init); None otherwise. Stands in for the paper's off-the-shelf model."""
     if cfg.algo == "pretrain" or cfg.preset != "tiny" or cfg.init:
         return None
-    base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=cfg.size, n_corpus=cfg.n_corpus,
+    return pretraining(cfg, cfg.size)
+
+
+def reward_backbone(cfg: TrainConfig) -> TrainConfig | None:
+    """The run that builds the reward model's backbone when `cfg.reward_size` names one: a base model of that size
+    pretrained on the same corpus as the base policy, so that it cuts text into the same tokens (M2, M9)."""
+    return pretraining(cfg, cfg.reward_size) if cfg.reward_size else None
+
+
+def pretraining(cfg: TrainConfig, size: str) -> TrainConfig:
+    """The tiny preset's pretraining run of a model of `size` on `cfg`'s world, in runs/base-<size>-s<seed>."""
+    base = from_preset("tiny", algo="pretrain", seed=cfg.seed, size=size, n_corpus=cfg.n_corpus,
                        misconception_rate=cfg.misconception_rate)
     return replace(base, out=str(default_out(base)))
 
@@ -181,7 +195,7 @@ def base_policy(cfg: TrainConfig) -> TrainConfig | None:
 # ---------------------------------------------------------------- validation, before any work starts
 
 CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": tuple(PRESETS),
-           "size": ("tiny", "micro"),
+           "size": ("tiny", "small", "micro"), "reward_size": ("", "tiny", "small", "micro"),
            "head": ("token", "scalar", "hybrid"), "form": ("airl", "logit"),
            "advantage": ("gae", "group", "loo", "trace"),
            "warmup_questions": ("demos", "rl"), "perturbed_labels": ("after", "line"),
@@ -219,6 +233,10 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.head == "token" and cfg.form == "logit":  # f = log pi_phi <= 0 gives D <= 1/2: experts unreachable
         raise UsageError("--head token needs --form airl: with --form logit its reward f = log-prob <= 0 keeps "
                          "D <= 0.5, below the expert target (M2)")
+    if cfg.reward_size and (cfg.preset != "tiny" or cfg.algo not in ("airl", "reward") or cfg.reward_init
+                            or cfg.reward_from):
+        raise UsageError("--reward-size pretrains the reward model's backbone on the tiny preset's world: use it with "
+                         "--preset tiny, --algo airl or reward, and without --reward-init or --reward-from")
     if cfg.reward_from and (cfg.algo != "airl" or cfg.reward_init):
         raise UsageError("--reward-from starts an airl run's reward model from another run: use it with --algo airl "
                          "and without --reward-init")

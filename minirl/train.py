@@ -31,7 +31,15 @@ from minirl.airl import (
     warm_up_discriminator,
 )
 from minirl.cards import write_model_card
-from minirl.config import NumericalError, TrainConfig, base_policy, check, default_out, from_preset
+from minirl.config import (
+    NumericalError,
+    TrainConfig,
+    base_policy,
+    check,
+    default_out,
+    from_preset,
+    reward_backbone,
+)
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import fit_reward
 from minirl.models import (
@@ -57,15 +65,18 @@ def train(cfg: TrainConfig) -> dict:
     checked before any work, and a refused run creates no folder. A NaN or infinite loss, reward or gradient
     stops the run with a `NumericalError` (the last checkpoint kept, nothing non-finite saved)."""
     check(cfg)
-    base = base_policy(cfg)
+    base, backbone = base_policy(cfg), reward_backbone(cfg)
     if base is not None:
         cfg = replace(cfg, init=base.out)
+    if backbone is not None:
+        cfg = replace(cfg, reward_init=backbone.out)
     folder = Path(cfg.out) if cfg.out else default_out(cfg)
     runs.check_folder(folder, cfg)
     data = load_tasks(cfg)
     check_sizes(cfg, data)
-    if base is not None:
-        ensure_base_policy(base)
+    for pretrained in (base, backbone):
+        if pretrained is not None:
+            ensure_base_policy(pretrained)
     policy, tokenizer = load_policy(cfg, data)
     if cfg.reward_from:  # refused before the run folder exists
         check_reward_from(cfg, tokenizer)

@@ -3,6 +3,7 @@ one-line errors. Each run takes seconds: micro sizes, a few hundred problems."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from minirl import runs
 from minirl import train as train_module
 from minirl.cli import app
 from minirl.config import from_preset
+from minirl.models import build_tiny_lm, load_lm, save_lm
 from minirl.train import train
 
 SMALL = dict(size="micro", n_corpus=300, n_demos=40, eval_questions=4, final_questions=4, eval_samples=2,
@@ -225,3 +227,24 @@ def test_bf16_on_a_cpu_uses_plain_matmul_attention(tmp_path):
     data = load_tasks(cfg)
     assert load_policy(cfg, data)[0].config._attn_implementation == "sdpa"
     assert load_policy(replace(cfg, precision="bf16-mixed"), data)[0].config._attn_implementation == "eager"
+
+
+def test_reward_size_gives_the_reward_model_a_pretrained_backbone_of_that_size(base_run, tmp_path, monkeypatch):
+    """--reward-size: the reward model starts from the pretraining run runs/base-<size>-s<seed> (built when missing:
+    here a stand-in of another width is saved there), not from a copy of the policy (M2, M9)."""
+    monkeypatch.chdir(tmp_path)
+    built = []
+
+    def stand_in(pretraining):  # what ensure_base_policy would build: a tiny-size model with the world's tokenizer
+        built.append(pretraining)
+        _, tokenizer = load_lm(str(base_run[0]))
+        save_lm(build_tiny_lm(tokenizer, "tiny"), tokenizer, Path(pretraining.out) / "policy")
+
+    monkeypatch.setattr(train_module, "ensure_base_policy", stand_in)
+    train(airl_config(base_run[0], tmp_path / "airl", steps=2, reward_size="small"))
+    [pretraining] = built
+    assert (pretraining.algo, pretraining.size, pretraining.out, pretraining.n_corpus) == (
+        "pretrain", "small", "runs/base-small-s0", 300)
+    assert json.loads((tmp_path / "airl/config.json").read_text())["reward_init"] == "runs/base-small-s0"
+    policy, _, reward_model, _ = runs.load_run(tmp_path / "airl")
+    assert (policy.config.hidden_size, reward_model.lm.config.hidden_size) == (64, 128)
