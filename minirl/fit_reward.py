@@ -10,8 +10,9 @@ then at length, so that a real model's reward can be trained on 2 cores:
 3. Features, once per trace: the reward model is a copy of the policy (M2) of which only the top `train_layers`
    decoder layers and the final norm train. Everything below them is the policy's, frozen, so one forward pass
    of the policy gives both log pi(y_t) (the `airl` form needs it) and the hidden state entering the trained
-   layers. Both are cached: a discriminator step then runs only the top layers and the head (exact: the
-   reward is the same as the whole model's, tested).
+   layers (a backbone of its own, `--reward-init` or `--reward-size`, takes one more pass for that state). Both
+   are cached: a discriminator step then runs only the top layers and the head (exact: the reward is the same as
+   the whole model's, tested).
 4. `steps` discriminator steps of `disc_batch` experts against all their perturbed copies and as many pooled
    answers, with M2's token-level loss; gradients accumulated over `micro_batch_size` rows.
 5. Every `eval_every` steps, held-out figures (`heldout_figures`) and a checkpoint that --resume continues from.
@@ -107,20 +108,24 @@ def freeze_below(reward_model: RewardModel, k: int) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def cache_features(policy, traces: list[Trace], k: int, pad_id: int, batch_size: int, precision: str) -> None:
+def cache_features(policy, traces: list[Trace], k: int, pad_id: int, batch_size: int, precision: str,
+                   backbone: nn.Module | None = None) -> None:
     """One forward pass of the frozen policy per trace: log pi of every token and the hidden state entering the
-    top `k` layers (the reward model's frozen part is the policy's own), kept on the trace. Batches are formed in
-    order of length, since a batch pads to its longest trace."""
+    top `k` layers, kept on the trace. That state is the policy's own when the reward model is a copy of it (M2),
+    else one more pass through the reward model's `backbone` (`--reward-init`, `--reward-size`). Batches are formed
+    in order of length, since a batch pads to its longest trace."""
     device = next(policy.parameters()).device
     todo = sorted((t for t in traces if t.hidden is None), key=lambda t: len(t.prompt_ids) + len(t.response_ids))
     for start in tqdm(range(0, len(todo), batch_size), desc="caching features", unit="batch", leave=False):
         chunk = todo[start: start + batch_size]
         batch = make_batch([t.prompt_ids for t in chunk], [t.response_ids for t in chunk], pad_id).to(device)
+        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=position_ids(batch.attention_mask), output_hidden_states=True)
         with autocast(precision, device):
-            out = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         position_ids=position_ids(batch.attention_mask), output_hidden_states=True)
+            out = policy(**inputs)
+            states = out.hidden_states if backbone is None else backbone.model(**inputs).hidden_states
         logp = logprobs_of(out.logits, batch.input_ids)  # [b, T]
-        hidden = out.hidden_states[len(out.hidden_states) - 1 - k].float()  # [b, T, H]: input of layer L - k
+        hidden = states[len(states) - 1 - k].float()  # [b, T, H]: input of layer L - k
         for row, trace in enumerate(chunk):
             real = batch.attention_mask[row].bool()
             trace.hidden, trace.logp = hidden[row][real].cpu(), logp[row][real].float().cpu()
@@ -276,11 +281,11 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
 def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dict:
     """Pool, traces, features, then `steps` discriminator steps with held-out figures and checkpoints."""
     policy.eval().requires_grad_(False)
-    n_layers = len(policy.model.layers)
+    reward_model = make_reward_model(cfg, policy, tokenizer).to(next(policy.parameters()).device)
+    n_layers = len(reward_model.lm.model.layers)
     if cfg.train_layers > n_layers:
         raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
     pad_id, k = tokenizer.pad_token_id, cfg.train_layers or n_layers
-    reward_model = make_reward_model(cfg, policy, tokenizer)
     optimizer = torch.optim.AdamW(freeze_below(reward_model, k), lr=cfg.disc_lr)
     top = top_layers(reward_model.lm, k)
     demos, test = data["demos"], data["test"][: cfg.eval_questions]
@@ -288,7 +293,8 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
     test_pool = sample_pool(cfg, run, policy, tokenizer, "test", test, cfg.eval_samples)
     traces = make_traces(tokenizer, demos, train_pool, random.Random(cfg.seed), cfg.perturbed_per_expert)
     heldout = make_traces(tokenizer, test, test_pool, random.Random(cfg.seed + 1))
-    cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision)
+    cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision,
+                   reward_model.lm if cfg.reward_init else None)
     experts = [t for t in traces if t.source == "expert"]
     perturbed: dict[int, list[Trace]] = {}  # question -> its perturbed copies
     for t in traces:

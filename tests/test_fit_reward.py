@@ -2,6 +2,7 @@
 drawn once, the held-out figures by hand, and the run end to end with an interruption and --resume."""
 
 import json
+import math
 import random
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import minirl.pool
-from minirl import fit_reward
+from minirl import fit_reward, runs
 from minirl.config import UsageError, from_preset
 from minirl.data import PERTURBATIONS
 from minirl.fit_reward import (
@@ -22,7 +23,7 @@ from minirl.fit_reward import (
     top_layers,
     trace_logits,
 )
-from minirl.models import RewardModel, build_tiny_lm, token_logprobs
+from minirl.models import RewardModel, build_tiny_lm, load_lm, save_lm, token_logprobs
 from minirl.rollout import make_batch
 from minirl.train import train
 
@@ -54,6 +55,22 @@ def test_cached_top_layers_give_the_whole_models_logits(tok, head, form, k):
         if form == "airl":
             whole = whole - token_logprobs(policy, batch.input_ids, batch.attention_mask)
     assert torch.equal(mask, batch.response_mask)
+    assert torch.allclose(logits[mask.bool()], whole[mask.bool()], atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_reward_backbone_of_its_own_is_cached_from_its_own_layers(tok, k):
+    """--reward-init / --reward-size: the frozen part below the top `k` layers is the reward backbone's (here wider
+    and deeper than the policy), while log pi stays the policy's."""
+    policy = build_tiny_lm(tok, "micro", seed=0).eval()
+    reward_model = RewardModel(build_tiny_lm(tok, "tiny", seed=1), "token").eval()
+    traces = make_traces(tok, tasks_of(3), [], random.Random(0))
+    cache_features(policy, traces, k, tok.pad_token_id, batch_size=2, precision="fp32", backbone=reward_model.lm)
+    with torch.no_grad():
+        logits, mask = trace_logits(reward_model, top_layers(reward_model.lm, k), traces, "airl", tok.pad_token_id)
+        batch = make_batch([t.prompt_ids for t in traces], [t.response_ids for t in traces], tok.pad_token_id)
+        whole = (reward_model(batch.input_ids, batch.attention_mask)
+                 - token_logprobs(policy, batch.input_ids, batch.attention_mask))
     assert torch.allclose(logits[mask.bool()], whole[mask.bool()], atol=1e-5)
 
 
@@ -275,3 +292,20 @@ def test_a_pool_line_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_p
     assert [r["question"] for r in minirl.pool.read_pool(path)] == [0, 1]
     assert path.read_text().endswith("}\n")  # the next append starts on a line of its own
     assert minirl.pool.read_pool(tmp_path / "missing.jsonl") == []
+
+
+def test_reward_run_trains_a_backbone_of_its_own_end_to_end(base, tmp_path):
+    """--algo reward --reward-init: a backbone wider than the policy (here a fresh tiny-size model with the world's
+    tokenizer) is cached and trained on its own layers, and saved as the run's reward model."""
+    _, tokenizer = load_lm(str(base))
+    save_lm(build_tiny_lm(tokenizer, "tiny", seed=1), tokenizer, tmp_path / "wider")
+    summary = train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"),
+                                reward_init=str(tmp_path / "wider"), train_layers=1, **SMALL))
+    assert math.isfinite(summary["clean_vs_perturbed_auroc_reward_mean"])
+    _, _, reward_model, _ = runs.load_run(tmp_path / "r")
+    assert reward_model.lm.config.hidden_size == 128
+    trained = load_file(tmp_path / "r/reward/backbone/model.safetensors")
+    start = load_file(tmp_path / "wider/model.safetensors")
+    changed = {name.split(".")[2] for name in start if name.startswith("model.layers.")
+               and not torch.equal(trained[name], start[name])}
+    assert changed == {"2"}  # only the top layer of three trained
