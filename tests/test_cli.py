@@ -16,8 +16,8 @@ def test_help_shows_defaults_tiny_values_and_choices():
     result = invoke("train", "--help")
     assert result.exit_code == 0
     for text in ("(one of: pretrain, sft, airl, outcome, reward)", "[tiny|smollm2|gsm8k-qwen0.5b]",
-                 "[token|scalar|hybrid]", "[airl|logit]", "[gae|group|loo|trace]", "[tiny|micro]",
-                 "half_as_many, gives_away", "--print-config",
+                 "[token|scalar|hybrid]", "[airl|logit]", "[gae|group|loo|trace]", "[tiny|small|micro]",
+                 "half_as_many, gives_away", "--print-config", "--reward-size",
                  "[default: airl]", "[default: 120]", "[default: 0.0002]", "[default: (empty)]",
                  "[tiny: pretrain 600, sft 200, airl/outcome 100]", "[tiny: airl/outcome 0.05]"):
         assert text in result.output, text
