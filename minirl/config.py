@@ -37,8 +37,8 @@ class TrainConfig:
                         "(tiny preset: empty means the base policy runs/base-tiny-s<seed>, built when missing)")
     reward_init: str = opt("", "reward model backbone: empty = a copy of the starting policy (M2), else a path/id")
     reward_size: str = opt("", "tiny preset: the reward model's backbone is a base model of this size pretrained on "
-                               "the same corpus (runs/base-<size>-s<seed>, built when missing; M9); empty = as "
-                               "--reward-init says")
+                               "the same corpus (runs/base-<size>-s<seed>, built when missing; small: worse than a "
+                               "copy, M9 trial 4); empty = as --reward-init says")
     reward_from: str = opt("", "airl: start from the reward model of this run folder instead, with no warm-up (e.g. "
                                "one trained against the base policy, for AIRL from SFT: M2)")
     data: str = opt("synthetic", "'synthetic' for the miniature world, or GSM8K: a .jsonl file or the split 'train'")

@@ -36,7 +36,7 @@ from minirl.config import TrainConfig, UserError
 
 TINY_SIZES = {  # name: (hidden, layers, heads, mlp)
     "tiny": (128, 3, 4, 384),
-    "small": (256, 4, 8, 768),  # 3.6M: a reward backbone that computes better than the tiny policy (M9)
+    "small": (256, 4, 8, 768),  # 3.6M: a larger reward backbone (--reward-size; M9 trial 4: no better)
     "micro": (64, 2, 2, 128),  # for tests
 }
 hf_logging.disable_progress_bar()  # one progress bar per model load is noise here

@@ -98,7 +98,8 @@ def ensure_base_policy(base: TrainConfig) -> None:
     if (folder / "summary.json").exists():
         runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
         return
-    runs.console.print(f"[yellow]no base policy at {folder}: pretraining it first (a few minutes)[/]")
+    took = "about 30 minutes at one thread" if base.size == "small" else "a few minutes"
+    runs.console.print(f"[yellow]no base model at {folder}: pretraining it first ({took})[/]")
     train(base)
 
 
