@@ -231,7 +231,7 @@ def test_bf16_on_a_cpu_uses_plain_matmul_attention(tmp_path):
 
 def test_reward_size_gives_the_reward_model_a_pretrained_backbone_of_that_size(base_run, tmp_path, monkeypatch):
     """--reward-size: the reward model starts from the pretraining run runs/base-<size>-s<seed> (built when missing:
-    here a stand-in of another width is saved there), not from a copy of the policy (M2, M9)."""
+    here a stand-in of another width is saved there), not from a copy of the policy (M2, M9); --resume continues."""
     monkeypatch.chdir(tmp_path)
     built = []
 
@@ -241,8 +241,20 @@ def test_reward_size_gives_the_reward_model_a_pretrained_backbone_of_that_size(b
         save_lm(build_tiny_lm(tokenizer, "tiny"), tokenizer, Path(pretraining.out) / "policy")
 
     monkeypatch.setattr(train_module, "ensure_base_policy", stand_in)
-    train(airl_config(base_run[0], tmp_path / "airl", steps=2, reward_size="small"))
-    [pretraining] = built
+    checkpoint = runs.save_checkpoint
+
+    def checkpoint_then_crash(*args, **kwargs):
+        checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt  # after iteration 2 of 4: --resume must find the same settings
+
+    monkeypatch.setattr(runs, "save_checkpoint", checkpoint_then_crash)
+    cfg = airl_config(base_run[0], tmp_path / "airl", reward_size="small")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(runs, "save_checkpoint", checkpoint)
+    train(replace(cfg, resume=True))
+    assert len(built) == 2 and built[0] == built[1]
+    pretraining = built[0]
     assert (pretraining.algo, pretraining.size, pretraining.out, pretraining.n_corpus) == (
         "pretrain", "small", "runs/base-small-s0", 300)
     assert json.loads((tmp_path / "airl/config.json").read_text())["reward_init"] == "runs/base-small-s0"
