@@ -31,7 +31,7 @@ import typer
 from minirl import runs
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, base_policy, check, from_preset
-from minirl.train import ensure_base_policy, train
+from minirl.train import ensure_pretrained, train
 
 # AIRL from a policy that is already close to the experts: its own discriminator cannot learn what SFT still gets
 # wrong (SFT knows the demonstrations by heart; trained against its samples the reward ranked them at AUROC
@@ -55,7 +55,7 @@ def run(cfg: TrainConfig) -> dict:
 def study_configs(seed: int, demos: int, out: Path, final_questions: int,
                   head: str = "token") -> dict[str, TrainConfig]:
     base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
-    ensure_base_policy(base_run)  # reused, or pretrained when missing
+    ensure_pretrained(base_run)  # reused, or pretrained when missing
     base = base_run.out
     common = dict(seed=seed, final_questions=final_questions)
     cell = out / f"d{demos}-s{seed}"

@@ -34,6 +34,7 @@ from minirl.fit_reward import (
     TRACE_SCORES,
     Trace,
     cache_features,
+    frozen_part,
     heldout_figures,
     make_traces,
     top_layers,
@@ -67,9 +68,8 @@ def report(run: Path, out: Path | None, validation: int) -> None:
         test = data["test"][: cfg.eval_questions]
         answers = pooled(read_pool(run / "pool.jsonl"), cfg, "test", len(test))
         heldout = make_traces(tokenizer, test, answers, random.Random(cfg.seed + 1))  # as fit_reward builds them
-    k, pad_id = cfg.train_layers or len(reward_model.lm.model.layers), tokenizer.pad_token_id
-    cache_features(policy, heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision,
-                   reward_model.lm if cfg.reward_init else None)
+    (k, backbone), pad_id = frozen_part(cfg, reward_model), tokenizer.pad_token_id
+    cache_features(policy, heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision, backbone)
     top = top_layers(reward_model.lm, k)
     scores = trace_scores(cfg, reward_model, top, heldout, pad_id)
     figures = heldout_figures(cfg, reward_model, top, heldout, pad_id, intervals=True, scores=scores)

@@ -120,15 +120,21 @@ def cache_features(policy, traces: list[Trace], k: int, pad_id: int, batch_size:
         chunk = todo[start: start + batch_size]
         batch = make_batch([t.prompt_ids for t in chunk], [t.response_ids for t in chunk], pad_id).to(device)
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=position_ids(batch.attention_mask), output_hidden_states=True)
+                      position_ids=position_ids(batch.attention_mask))
         with autocast(precision, device):
-            out = policy(**inputs)
-            states = out.hidden_states if backbone is None else backbone.model(**inputs).hidden_states
+            out = policy(**inputs, output_hidden_states=backbone is None)
+            states = (out if backbone is None else backbone.model(**inputs, output_hidden_states=True)).hidden_states
         logp = logprobs_of(out.logits, batch.input_ids)  # [b, T]
         hidden = states[len(states) - 1 - k].float()  # [b, T, H]: input of layer L - k
         for row, trace in enumerate(chunk):
             real = batch.attention_mask[row].bool()
             trace.hidden, trace.logp = hidden[row][real].cpu(), logp[row][real].float().cpu()
+
+
+def frozen_part(cfg: TrainConfig, reward_model: RewardModel) -> tuple[int, nn.Module | None]:
+    """What `cache_features` needs of the reward model: k, its top layers that train (`--train-layers`, 0 = all), and
+    its own backbone when it is not a copy of the policy (`--reward-init`, `--reward-size`), else None."""
+    return cfg.train_layers or len(reward_model.lm.model.layers), reward_model.lm if cfg.reward_init else None
 
 
 def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace], form: str, pad_id: int):
@@ -285,7 +291,7 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
     n_layers = len(reward_model.lm.model.layers)
     if cfg.train_layers > n_layers:
         raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
-    pad_id, k = tokenizer.pad_token_id, cfg.train_layers or n_layers
+    pad_id, (k, backbone) = tokenizer.pad_token_id, frozen_part(cfg, reward_model)
     optimizer = torch.optim.AdamW(freeze_below(reward_model, k), lr=cfg.disc_lr)
     top = top_layers(reward_model.lm, k)
     demos, test = data["demos"], data["test"][: cfg.eval_questions]
@@ -293,8 +299,7 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dic
     test_pool = sample_pool(cfg, run, policy, tokenizer, "test", test, cfg.eval_samples)
     traces = make_traces(tokenizer, demos, train_pool, random.Random(cfg.seed), cfg.perturbed_per_expert)
     heldout = make_traces(tokenizer, test, test_pool, random.Random(cfg.seed + 1))
-    cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision,
-                   reward_model.lm if cfg.reward_init else None)
+    cache_features(policy, traces + heldout, k, pad_id, max(cfg.micro_batch_size, 8), cfg.precision, backbone)
     experts = [t for t in traces if t.source == "expert"]
     perturbed: dict[int, list[Trace]] = {}  # question -> its perturbed copies
     for t in traces:

@@ -76,7 +76,7 @@ def train(cfg: TrainConfig) -> dict:
     check_sizes(cfg, data)
     for pretrained in (base, backbone):
         if pretrained is not None:
-            ensure_base_policy(pretrained)
+            ensure_pretrained(pretrained)
     policy, tokenizer = load_policy(cfg, data)
     if cfg.reward_from:  # refused before the run folder exists
         check_reward_from(cfg, tokenizer)
@@ -92,8 +92,9 @@ def train(cfg: TrainConfig) -> dict:
         raise runs.stopped(run, e) from None
 
 
-def ensure_base_policy(base: TrainConfig) -> None:
-    """Reuse the base policy when it was trained with these settings, build it when missing."""
+def ensure_pretrained(base: TrainConfig) -> None:
+    """Reuse a tiny preset's pretrained model (the base policy, or the reward backbone of `--reward-size`) when it
+    was trained with these settings, build it when missing."""
     folder = Path(base.out)
     if (folder / "summary.json").exists():
         runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line

@@ -18,7 +18,7 @@ def study(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     built = []
-    monkeypatch.setattr(module, "ensure_base_policy", built.append)  # no pretraining in a test
+    monkeypatch.setattr(module, "ensure_pretrained", built.append)  # no pretraining in a test
     module.built = built
     return module
 

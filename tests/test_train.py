@@ -235,12 +235,12 @@ def test_reward_size_gives_the_reward_model_a_pretrained_backbone_of_that_size(b
     monkeypatch.chdir(tmp_path)
     built = []
 
-    def stand_in(pretraining):  # what ensure_base_policy would build: a tiny-size model with the world's tokenizer
+    def stand_in(pretraining):  # what ensure_pretrained would build: a tiny-size model with the world's tokenizer
         built.append(pretraining)
         _, tokenizer = load_lm(str(base_run[0]))
         save_lm(build_tiny_lm(tokenizer, "tiny"), tokenizer, Path(pretraining.out) / "policy")
 
-    monkeypatch.setattr(train_module, "ensure_base_policy", stand_in)
+    monkeypatch.setattr(train_module, "ensure_pretrained", stand_in)
     checkpoint = runs.save_checkpoint
 
     def checkpoint_then_crash(*args, **kwargs):
