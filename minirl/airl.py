@@ -128,13 +128,21 @@ def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+def last_difference(a: list[int], b: list[int]) -> int:
+    """One past the last position of `a` that differs from `b`, aligning their ends (what follows it in `a` is `b`'s
+    tail token for token); at least one past `first_difference`, so a copy's change is never empty."""
+    same_tail = next((i for i, (x, y) in enumerate(zip(reversed(a), reversed(b))) if x != y), min(len(a), len(b)))
+    return max(len(a) - same_tail, min(first_difference(a, b) + 1, len(a)))
+
+
 def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None],
                     ends: list[int | None] | None = None) -> torch.Tensor:
     """The tokens each row is labelled on (M3), [B, T]: its response tokens, but a perturbed copy's only from its
     first changed token (`starts[row]`, counted in response tokens; None: the whole response). Before it the copy is
     its expert's text token for token, with the same hidden states (causal attention): labelling those tokens 0
     would teach the same input both labels. With `ends`, a copy's labels also stop before `ends[row]` (its changed
-    line only, `--perturbed-labels line`). Responses start at column `prompt_len` (`rollout.Batch`)."""
+    line only, `--perturbed-labels line`, or its changed tokens, `change`). Responses start at column `prompt_len`
+    (`rollout.Batch`)."""
     mask = response_mask.clone()
     for row, start in enumerate(starts):
         if start is not None:
@@ -156,7 +164,8 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
                         ) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
     batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T]):
-    a perturbed copy's from its first change to its end (`labels` "after") or to the end of that line ("line")."""
+    a perturbed copy's from its first change to its end (`labels` "after"), to the end of that line ("line") or to
+    its last token that differs from the expert's ("change")."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -165,8 +174,13 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
             + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples] + [c for c, _ in copies])
     source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
-    ends = ([line_end([tokenizer.decode([t]) for t in response], start)
-             for ((_, response), _), start in zip(copies, changes)] if labels == "line" else [None] * len(copies))
+
+    def label_end(response: list[int], expert: list[int], start: int) -> int | None:  # None: to the end
+        if labels == "line":
+            return line_end([tokenizer.decode([t]) for t in response], start)
+        return last_difference(response, expert) if labels == "change" else None
+
+    ends = [label_end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
     return batch, source, from_the_change(batch.response_mask, batch.prompt_len, whole + changes, whole + ends)

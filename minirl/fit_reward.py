@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from minirl import runs
-from minirl.airl import class_weights, discriminator_loss, from_the_change, make_reward_model
+from minirl.airl import class_weights, discriminator_loss, from_the_change, last_difference, make_reward_model
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, perturb
@@ -55,6 +55,7 @@ class Trace:
     target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
     steps: list[tuple[int, int]] | None = None  # perturbed: the token range of each line (step) of the response
     kind: str | None = None  # perturbed: the rule that changed it (`data.PERTURBATIONS`)
+    change_end: int | None = None  # perturbed: one past its last token that differs from the expert's
     hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
     logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)
 
@@ -65,7 +66,8 @@ def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Ra
     traces = []
     for i, task in enumerate(tasks):
         prompt = format_prompt(task["question"], tokenizer)
-        traces.append(Trace("expert", i, *text_ids(tokenizer, prompt, task["answer"])))
+        expert = Trace("expert", i, *text_ids(tokenizer, prompt, task["answer"]))
+        traces.append(expert)
         texts = set()
         for got in (perturb(task["answer"], rng) for _ in range(copies)):
             if got is None or got[0] in texts:
@@ -74,10 +76,11 @@ def make_traces(tokenizer, tasks: list[dict], pooled: list[dict], rng: random.Ra
             prompt_ids, response_ids = text_ids(tokenizer, prompt, got[0])
             pieces = [tokenizer.decode([t]) for t in response_ids]
             if "".join(pieces[:-1]) == got[0]:  # tokens that spell the text: the change can be located
-                traces.append(Trace("perturbed", i, prompt_ids, response_ids,
-                                    target=char_to_token_span(pieces, got[1]),
+                target = char_to_token_span(pieces, got[1])
+                traces.append(Trace("perturbed", i, prompt_ids, response_ids, target=target,
                                     steps=[(a, b) for a, b, _ in split_steps(pieces[:-1], [0.0] * (len(pieces) - 1))],
-                                    kind=got[2]))
+                                    kind=got[2],
+                                    change_end=max(target[1], last_difference(response_ids, expert.response_ids))))
     return traces + [Trace("policy", r["question"], r["prompt_ids"], r["response_ids"], r["correct"])
                      for r in pooled if r["response_ids"]  # a sample that copies its expert is no negative (M9)
                      and r["text"].strip() != tasks[r["question"]]["answer"].strip()]
@@ -162,13 +165,19 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
 
 def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
-    `airl.from_the_change`), to its end (`labels` "after") or to the end of the changed line ("line"). (SmolLM2, 100
+    `airl.from_the_change`), to its end (`labels` "after"), to the end of the changed line ("line") or to its last
+    token that differs from the expert's ("change"). (SmolLM2, 100
     held-out problems, 100 steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean
     logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
-    ends = [step_of(start, t.steps)[1] if start is not None and labels == "line" else None
-            for t, start in zip(traces, starts)]
+
+    def end(t: Trace, start: int | None) -> int | None:  # one past a copy's last labelled token; None: to its end
+        if start is None or labels == "after":
+            return None
+        return step_of(start, t.steps)[1] if labels == "line" else t.change_end
+
+    ends = [end(t, start) for t, start in zip(traces, starts)]
     return from_the_change(response_mask, prompt_len, starts, ends)
 
 

@@ -15,6 +15,7 @@ from minirl.airl import (
     discriminator_stats,
     first_difference,
     from_the_change,
+    last_difference,
     line_end,
     negatives,
     policy_rewards,
@@ -241,6 +242,28 @@ def test_the_discriminator_labels_only_the_changed_line_with_line_labels(tok) ->
     assert labelled[0].tolist() == batch.response_mask[0].tolist()  # the expert: every response token
     assert labelled[1].tolist() == batch.response_mask[1].tolist()  # the policy's sample: every response token
     assert [i - P for i in labelled[2].nonzero().flatten().tolist()] == list(range(start, end))
+
+
+def test_last_difference_by_hand() -> None:
+    assert last_difference([1, 2, 3, 4, 5], [1, 9, 3, 4, 5]) == 2  # one token changed: [1, 2)
+    assert last_difference([1, 2, 3, 4, 5], [1, 9, 3, 8, 5]) == 4  # two changes: first to last, [1, 4)
+    assert last_difference([1, 2, 7, 7, 3], [1, 2, 3]) == 4  # two tokens inserted: [2, 4)
+    assert last_difference([1, 2, 3], [1, 2, 4, 3]) == 3  # a token dropped: the next one, [2, 3), is the change
+    assert last_difference([1, 1, 1], [1, 1]) == 3  # a repeat: never an empty change
+    assert last_difference([1, 2], [1, 2, 3]) == 2  # a prefix of the expert: nothing past its end
+
+
+def test_change_labels_cover_only_the_tokens_that_differ(tok) -> None:
+    copy = SOL1.replace("6+18 = <<6+18=24>>24", "6+18 = <<6+18=25>>25")  # the second line's result, twice
+    batch, _, labelled = discriminator_batch(tok, EXPERTS[:1], [("Q1", "wrong\n#### 3")], [("Q1", copy, SOL1)],
+                                             labels="change")
+    expert_ids, copy_ids = text_ids(tok, "x", SOL1)[1], text_ids(tok, "x", copy)[1]
+    differ = [i for i, (a, b) in enumerate(zip(expert_ids, copy_ids)) if a != b]
+    assert len(expert_ids) == len(copy_ids) and len(differ) == 2  # the two 5s
+    P = batch.prompt_len
+    assert labelled[0].tolist() == batch.response_mask[0].tolist()  # the expert: every response token
+    assert labelled[1].tolist() == batch.response_mask[1].tolist()  # the policy's sample: every response token
+    assert [i - P for i in labelled[2].nonzero().flatten().tolist()] == list(range(differ[0], differ[-1] + 1))
 
 
 def test_the_discriminator_labels_a_perturbed_copy_from_its_first_changed_token(tok) -> None:

@@ -105,6 +105,9 @@ def test_perturbed_traces_carry_the_token_range_of_their_first_change(tok):
         assert 0 <= start < end < len(t.response_ids)  # never the EOS
         assert t.response_ids[:start] == expert.response_ids[:start]  # nothing before the change moved
         assert t.kind in PERTURBATIONS  # the rule that made it, for figures by kind
+        tail = len(t.response_ids) - t.change_end  # `change` labels: [start, change_end) holds every difference
+        assert end <= t.change_end < len(t.response_ids) and t.response_ids[-tail:] == expert.response_ids[-tail:]
+        assert t.response_ids[t.change_end - 1] != expert.response_ids[len(expert.response_ids) - tail - 1]
 
 
 def test_several_perturbed_copies_are_distinct_and_one_copy_draws_as_before(tok):
@@ -130,6 +133,11 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     traces[1].steps = [(0, 3), (3, 4)]  # the change (token 1) lies on the first line, tokens [0, 3)
     mask = labelled_tokens(traces, batch.response_mask, "line")
     assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]]
+    traces[1].change_end = 3  # its change told as tokens [1, 3): labelled there only
+    mask = labelled_tokens(traces, batch.response_mask, "change")
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]]
+    traces[1].change_end = 2
+    assert labelled_tokens(traces, batch.response_mask, "change")[1].tolist() == [0, 0, 0, 1, 0, 0]
 
 
 def test_heldout_figures_by_hand(monkeypatch):
