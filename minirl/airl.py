@@ -152,6 +152,16 @@ def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[i
     return mask
 
 
+def change_weighted(after: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """`--perturbed-labels both` (M3), [B, T] float: a copy labelled from its first change to its end (`after`), its
+    changed tokens (`change`, inside `after`) weighted so that they carry half of its loss and the tokens after
+    them the other half. A row with nothing after its change (an expert, a sample) keeps weight 1 everywhere."""
+    after, change = after.float(), change.float()
+    rest, changed = (after - change).sum(1, keepdim=True), change.sum(1, keepdim=True)  # [B, 1]
+    weight = torch.where((rest > 0) & (changed > 0), rest / changed.clamp(min=1), torch.ones_like(rest))
+    return after + change * (weight - 1)
+
+
 def line_end(pieces: list[str], start: int) -> int:
     """One past the last token of the line that token `start` lies on (`pieces`: the tokens as text; a token that
     holds a newline ends its line, as in `viz.split_steps`). The last line runs to the end, its EOS included; in
@@ -164,8 +174,9 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
                         ) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
     batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T]):
-    a perturbed copy's from its first change to its end (`labels` "after"), to the end of that line ("line") or to
-    its last token that differs from the expert's ("change")."""
+    a perturbed copy's from its first change to its end (`labels` "after"), to the end of that line ("line"), to
+    its last token that differs from the expert's ("change"), or to its end with those tokens weighing half
+    ("both", `change_weighted`)."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -175,15 +186,20 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
 
-    def label_end(response: list[int], expert: list[int], start: int) -> int | None:  # None: to the end
-        if labels == "line":
-            return line_end([tokenizer.decode([t]) for t in response], start)
-        return last_difference(response, expert) if labels == "change" else None
-
-    ends = [label_end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
-    return batch, source, from_the_change(batch.response_mask, batch.prompt_len, whole + changes, whole + ends)
+
+    def labelled(kind: str) -> torch.Tensor:
+        def end(response: list[int], expert: list[int], start: int) -> int | None:  # None: to the end
+            if kind == "line":
+                return line_end([tokenizer.decode([t]) for t in response], start)
+            return last_difference(response, expert) if kind == "change" else None
+
+        ends = [end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
+        return from_the_change(batch.response_mask, batch.prompt_len, whole + changes, whole + ends)
+
+    mask = change_weighted(labelled("after"), labelled("change")) if labels == "both" else labelled(labels)
+    return batch, source, mask
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,

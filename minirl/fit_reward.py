@@ -31,7 +31,14 @@ from torch import nn
 from tqdm import tqdm
 
 from minirl import runs
-from minirl.airl import class_weights, discriminator_loss, from_the_change, last_difference, make_reward_model
+from minirl.airl import (
+    change_weighted,
+    class_weights,
+    discriminator_loss,
+    from_the_change,
+    last_difference,
+    make_reward_model,
+)
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.data import format_prompt, perturb
@@ -165,20 +172,23 @@ def trace_logits(reward_model: RewardModel, top: nn.Module, traces: list[Trace],
 
 def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
-    `airl.from_the_change`), to its end (`labels` "after"), to the end of the changed line ("line") or to its last
-    token that differs from the expert's ("change"). (SmolLM2, 100
+    `airl.from_the_change`), to its end (`labels` "after"), to the end of the changed line ("line"), to its last
+    token that differs from the expert's ("change"), or to its end with those tokens weighing half ("both",
+    `airl.change_weighted`). (SmolLM2, 100
     held-out problems, 100 steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean
     logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
 
-    def end(t: Trace, start: int | None) -> int | None:  # one past a copy's last labelled token; None: to its end
-        if start is None or labels == "after":
-            return None
-        return step_of(start, t.steps)[1] if labels == "line" else t.change_end
+    def labelled(kind: str) -> torch.Tensor:
+        def end(t: Trace, start: int | None) -> int | None:  # one past a copy's last labelled token; None: to its end
+            if start is None or kind == "after":
+                return None
+            return step_of(start, t.steps)[1] if kind == "line" else t.change_end
 
-    ends = [end(t, start) for t, start in zip(traces, starts)]
-    return from_the_change(response_mask, prompt_len, starts, ends)
+        return from_the_change(response_mask, prompt_len, starts, [end(t, start) for t, start in zip(traces, starts)])
+
+    return change_weighted(labelled("after"), labelled("change")) if labels == "both" else labelled(labels)
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from minirl.airl import (
+    change_weighted,
     discriminator_batch,
     discriminator_logits,
     discriminator_loss,
@@ -264,6 +265,29 @@ def test_change_labels_cover_only_the_tokens_that_differ(tok) -> None:
     assert labelled[0].tolist() == batch.response_mask[0].tolist()  # the expert: every response token
     assert labelled[1].tolist() == batch.response_mask[1].tolist()  # the policy's sample: every response token
     assert [i - P for i in labelled[2].nonzero().flatten().tolist()] == list(range(differ[0], differ[-1] + 1))
+
+
+def test_change_weighted_by_hand() -> None:
+    after = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0]])  # expert, two copies
+    change = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
+    weighted = change_weighted(after, change)
+    assert weighted[0].tolist() == [1, 1, 1, 1, 1, 0]  # nothing after a change: as it was
+    assert weighted[1].tolist() == [0, 4, 1, 1, 1, 1]  # one changed token against four after it: weight 4
+    assert weighted[2].tolist() == [0, 0, 0, 1, 1, 0]  # the change runs to the end: as it was
+    bce = torch.tensor([[0.0, 2.0, 1.0, 1.0, 1.0, 1.0]])  # the loss's per-sequence mean: half change, half rest
+    assert ((bce * weighted[1]).sum() / weighted[1].sum()).item() == pytest.approx(0.5 * 2.0 + 0.5 * 1.0)
+
+
+def test_both_labels_weigh_the_changed_tokens_half(tok) -> None:
+    copy = SOL1.replace("6+18 = <<6+18=24>>24", "6+18 = <<6+18=25>>25")
+    args = (tok, EXPERTS[:1], [("Q1", "wrong\n#### 3")], [("Q1", copy, SOL1)])
+    _, _, after = discriminator_batch(*args)
+    _, _, change = discriminator_batch(*args, labels="change")
+    _, _, both = discriminator_batch(*args, labels="both")
+    assert torch.equal(both[:2], after[:2].float())  # the expert and the sample: every response token, weight 1
+    assert torch.equal(both[2] > 0, after[2] > 0)  # the copy: labelled from its change to its end ...
+    changed, rest = both[2][change[2].bool()], both[2][(after[2] - change[2]).bool()]
+    assert changed.sum().item() == pytest.approx(rest.sum().item()) and (rest == 1).all()  # ... half and half
 
 
 def test_the_discriminator_labels_a_perturbed_copy_from_its_first_changed_token(tok) -> None:

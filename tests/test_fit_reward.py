@@ -138,6 +138,8 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]]
     traces[1].change_end = 2
     assert labelled_tokens(traces, batch.response_mask, "change")[1].tolist() == [0, 0, 0, 1, 0, 0]
+    both = labelled_tokens(traces, batch.response_mask, "both")  # its changed token weighs as much as the 2 after it
+    assert both.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 2, 1, 1], [0, 0, 1, 1, 0, 0]]
 
 
 def test_heldout_figures_by_hand(monkeypatch):
