@@ -319,3 +319,28 @@ def test_reward_run_trains_a_backbone_of_its_own_end_to_end(base, tmp_path):
     changed = {name.split(".")[2] for name in start if name.startswith("model.layers.")
                and not torch.equal(trained[name], start[name])}
     assert changed == {"2"}  # only the top layer of three trained
+
+
+@pytest.mark.parametrize("labels", ["change", "both"])
+def test_change_and_both_labels_reach_every_reward_step(base, tmp_path, monkeypatch, labels):
+    seen, real = [], fit_reward.labelled_tokens
+    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after":
+                        seen.append((traces, mask, real(traces, mask, labels))) or seen[-1][2])
+    train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=1,
+                      perturbed_labels=labels, **{**SMALL, "steps": 2, "eval_every": 2}))
+    copies = 0
+    for traces, mask, labelled in seen:
+        P = mask.shape[1] - max(len(t.response_ids) for t in traces)  # the first response column
+        for row, t in enumerate(traces):
+            if t.source != "perturbed":
+                continue
+            copies += 1
+            on = labelled[row].nonzero().flatten().tolist()
+            changed = list(range(P + t.target[0], P + t.change_end))
+            if labels == "change":  # its changed tokens only
+                assert on == changed
+            else:  # to its end, the changed tokens weighing as much as the rest
+                assert on == list(range(P + t.target[0], P + len(t.response_ids)))
+                rest = labelled[row].sum() - labelled[row, changed].sum()
+                assert rest == 0 or labelled[row, changed].sum().item() == pytest.approx(rest.item())
+    assert copies > 0
