@@ -131,11 +131,12 @@ PRESETS: dict[str, dict[str, dict]] = {
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
                   disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
                   eval_samples=4, eval_batch=32, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
-        # the reward model alone (M10): ~85 min on 2 cores, bf16 matmuls (the CPU has them), top 8 of 30 layers,
-        # three perturbed copies of each expert (README: AUROC 0.757 -> 0.872 over one copy)
-        "reward": dict(train_layers=8, disc_lr=2e-5, disc_batch=4, micro_batch_size=12, steps=300, eval_every=100,
+        # the reward model alone (M10): ~70 min on 2 cores, bf16 matmuls (the CPU has them), top 8 of 30 layers,
+        # three perturbed copies of each expert (README: AUROC 0.757 -> 0.872 over one copy), each labelled to its
+        # end with its changed tokens weighing half (README: low5 AUROC 0.903 -> 0.938, Hit@1 0.364 -> 0.556)
+        "reward": dict(train_layers=8, disc_lr=2e-5, disc_batch=4, micro_batch_size=12, steps=200, eval_every=100,
                        warmup_pool=64, eval_questions=100, eval_samples=2, n_demos=600, precision="bf16-mixed",
-                       perturbed_per_expert=3),
+                       perturbed_per_expert=3, perturbed_labels="both"),
     },
     "gsm8k-qwen0.5b": {  # one CUDA GPU (24 GB), the paper's setting at its smallest scale
         "*": dict(data="train", test_data="test", init="Qwen/Qwen2.5-0.5B-Instruct",
