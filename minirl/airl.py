@@ -185,7 +185,6 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
             + [s[2] if len(s) > 2 else ids(s[0], s[1]) for s in policy_samples] + [c for c, _ in copies])
     source = ["expert"] * len(experts) + ["policy"] * len(policy_samples) + ["perturbed"] * len(perturbed)
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
-
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
 

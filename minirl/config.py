@@ -131,7 +131,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                   max_new_tokens=256, prompts_per_iter=2, samples_per_prompt=4, minibatch_size=4, lr=1e-5,
                   disc_lr=1e-5, disc_warmup=20, disc_batch=4, warmup_pool=16, eval_questions=16, final_questions=30,
                   eval_samples=4, eval_batch=32, steps=4, eval_every=4, top_p=0.95, n_demos=2000),
-        # the reward model alone (M10): ~70 min on 2 cores, bf16 matmuls (the CPU has them), top 8 of 30 layers,
+        # the reward model alone (M10): ~80 min on 2 cores, bf16 matmuls (the CPU has them), top 8 of 30 layers,
         # three perturbed copies of each expert (README: AUROC 0.757 -> 0.872 over one copy), each labelled to its
         # end with its changed tokens weighing half (README: low5 AUROC 0.903 -> 0.938, Hit@1 0.364 -> 0.556)
         "reward": dict(train_layers=8, disc_lr=2e-5, disc_batch=4, micro_batch_size=12, steps=200, eval_every=100,

@@ -174,9 +174,8 @@ def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: st
     """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
     `airl.from_the_change`), to its end (`labels` "after"), to the end of the changed line ("line"), to its last
     token that differs from the expert's ("change"), or to its end with those tokens weighing half ("both",
-    `airl.change_weighted`). (SmolLM2, 100
-    held-out problems, 100 steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean
-    logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
+    `airl.change_weighted`). (SmolLM2, 100 held-out problems, 100 steps: from the change rather than every token:
+    clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
 
