@@ -30,18 +30,10 @@ from minirl import runs
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, UsageError, config_from
 from minirl.data import load_tasks
-from minirl.fit_reward import (
-    TRACE_SCORES,
-    Trace,
-    cache_features,
-    frozen_part,
-    heldout_figures,
-    make_traces,
-    top_layers,
-    trace_scores,
-)
+from minirl.fit_reward import TRACE_SCORES, heldout_figures, trace_scores
 from minirl.pool import pooled, read_pool
 from minirl.tables import fit_table
+from minirl.traces import Trace, cache_features, frozen_part, make_traces, top_layers
 
 
 def main(run: Path = typer.Argument(..., help="a finished `--algo reward` run folder"),

@@ -11,20 +11,13 @@ from safetensors.torch import load_file
 
 import minirl.pool
 from minirl import fit_reward, runs
+from minirl import traces as traces_module
 from minirl.config import UsageError, from_preset
 from minirl.data import PERTURBATIONS
-from minirl.fit_reward import (
-    Trace,
-    cache_features,
-    freeze_below,
-    heldout_figures,
-    labelled_tokens,
-    make_traces,
-    top_layers,
-    trace_logits,
-)
+from minirl.fit_reward import heldout_figures, labelled_tokens
 from minirl.models import RewardModel, build_tiny_lm, load_lm, save_lm, token_logprobs
 from minirl.rollout import make_batch
+from minirl.traces import Trace, cache_features, freeze_below, make_traces, top_layers, trace_logits
 from minirl.train import train
 
 SMALL = dict(size="micro", n_corpus=300, n_demos=40, eval_questions=6, final_questions=6, eval_samples=2,
@@ -78,8 +71,8 @@ def test_features_are_cached_in_batches_of_similar_length(tok, monkeypatch):
     policy = build_tiny_lm(tok, "micro", seed=0).eval()
     tasks = [{"question": "How many?", "answer": " ".join(["1 + 1 = 2"] * n) + "\n#### 2"} for n in (5, 1, 4, 2, 3, 1)]
     traces = [t for t in make_traces(tok, tasks, [], random.Random(0)) if t.source == "expert"]
-    lengths, real_make_batch = [], fit_reward.make_batch
-    monkeypatch.setattr(fit_reward, "make_batch", lambda p, r, pad: lengths.append(
+    lengths, real_make_batch = [], traces_module.make_batch
+    monkeypatch.setattr(traces_module, "make_batch", lambda p, r, pad: lengths.append(
         [len(a) + len(b) for a, b in zip(p, r)]) or real_make_batch(p, r, pad))
     cache_features(policy, traces, 1, tok.pad_token_id, batch_size=2, precision="fp32")
     assert len(lengths) == 3 and all(max(a) <= min(b) for a, b in zip(lengths, lengths[1:]))
