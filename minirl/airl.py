@@ -162,6 +162,17 @@ def change_weighted(after: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     return after + change * (weight - 1)
 
 
+def label_mask(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None], labels: str,
+               line_ends: list[int | None] | None = None, change_ends: list[int | None] | None = None) -> torch.Tensor:
+    """The tokens each row is labelled on under `--perturbed-labels labels` (M3), [B, T]: `from_the_change` to a
+    copy's end ("after"), to `line_ends` ("line") or to `change_ends` ("change"); "both" is "after" with the
+    changed tokens weighing half (`change_weighted`)."""
+    if labels == "both":
+        return change_weighted(from_the_change(response_mask, prompt_len, starts),
+                               from_the_change(response_mask, prompt_len, starts, change_ends))
+    return from_the_change(response_mask, prompt_len, starts, {"line": line_ends, "change": change_ends}.get(labels))
+
+
 def line_end(pieces: list[str], start: int) -> int:
     """One past the last token of the line that token `start` lies on (`pieces`: the tokens as text; a token that
     holds a newline ends its line, as in `viz.split_steps`). The last line runs to the end, its EOS included; in
@@ -173,10 +184,9 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
                         perturbed: list[tuple[str, str, str]], labels: str = "after"
                         ) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
-    batch, with the source of every row and the tokens each row is labelled on (`from_the_change`, [B, T]):
-    a perturbed copy's from its first change to its end (`labels` "after"), to the end of that line ("line"), to
-    its last token that differs from the expert's ("change"), or to its end with those tokens weighing half
-    ("both", `change_weighted`)."""
+    batch, with the source of every row and the tokens each row is labelled on (`label_mask`, [B, T]): a perturbed
+    copy's from its first change to its end (`labels` "after"), to the end of that line ("line"), to its last token
+    that differs from the expert's ("change"), or to its end with those tokens weighing half ("both")."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -187,18 +197,11 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
-
-    def labelled(kind: str) -> torch.Tensor:
-        def end(response: list[int], expert: list[int], start: int) -> int | None:  # None: to the end
-            if kind == "line":
-                return line_end([tokenizer.decode([t]) for t in response], start)
-            return last_difference(response, expert) if kind == "change" else None
-
-        ends = [end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
-        return from_the_change(batch.response_mask, batch.prompt_len, whole + changes, whole + ends)
-
-    mask = change_weighted(labelled("after"), labelled("change")) if labels == "both" else labelled(labels)
-    return batch, source, mask
+    line_ends = whole + [line_end([tokenizer.decode([t]) for t in response], start) for ((_, response), _), start
+                         in zip(copies, changes)] if labels == "line" else None
+    change_ends = whole + [last_difference(response, expert) for (_, response), expert in copies]
+    return batch, source, label_mask(batch.response_mask, batch.prompt_len, whole + changes, labels, line_ends,
+                                     change_ends)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,

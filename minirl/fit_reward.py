@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from minirl import runs
-from minirl.airl import change_weighted, class_weights, discriminator_loss, from_the_change, make_reward_model
+from minirl.airl import class_weights, discriminator_loss, label_mask, make_reward_model
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.localise import lowest, lowest_mean_step, overlaps, step_of
@@ -38,23 +38,16 @@ from minirl.traces import Trace, cache_features, freeze_below, frozen_part, make
 
 
 def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
-    """The tokens each trace is labelled on, [B, T]: a perturbed copy's only from its first change on (M3,
-    `airl.from_the_change`), to its end (`labels` "after"), to the end of the changed line ("line"), to its last
-    token that differs from the expert's ("change"), or to its end with those tokens weighing half ("both",
-    `airl.change_weighted`). (SmolLM2, 100 held-out problems, 100 steps: from the change rather than every token:
+    """The tokens each trace is labelled on, [B, T] (`airl.label_mask`, as in the AIRL loop): a perturbed copy's
+    only from its first change on (M3), to its end (`labels` "after"), to the end of the changed line ("line"), to
+    its last token that differs from the expert's ("change"), or to its end with those tokens weighing half
+    ("both"). (SmolLM2, 100 held-out problems, 100 steps: from the change rather than every token:
     clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
-
-    def labelled(kind: str) -> torch.Tensor:
-        def end(t: Trace, start: int | None) -> int | None:  # one past a copy's last labelled token; None: to its end
-            if start is None or kind == "after":
-                return None
-            return step_of(start, t.steps)[1] if kind == "line" else t.change_end
-
-        return from_the_change(response_mask, prompt_len, starts, [end(t, start) for t, start in zip(traces, starts)])
-
-    return change_weighted(labelled("after"), labelled("change")) if labels == "both" else labelled(labels)
+    line_ends = [None if start is None else step_of(start, t.steps)[1]
+                 for t, start in zip(traces, starts)] if labels == "line" else None
+    return label_mask(response_mask, prompt_len, starts, labels, line_ends, [t.change_end for t in traces])
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
