@@ -19,6 +19,7 @@ batch, as in the paper (`--disc-steps`; 0 keeps the reward fixed, e.g. one taken
 from __future__ import annotations
 
 import copy
+import difflib
 import random
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def last_difference(a: list[int], b: list[int]) -> int:
     return max(len(a) - same_tail, min(first_difference(a, b) + 1, len(a)))
 
 
+def first_change_end(a: list[int], b: list[int]) -> int:
+    """One past the last token of `a`'s first run of tokens that differ from `b` (aligned by `difflib`): where the
+    first change ends when a copy changes more than one spot; at least one past `first_difference`."""
+    runs = difflib.SequenceMatcher(a=b, b=a, autojunk=False).get_opcodes()
+    end = next((a_end for op, _, _, a_start, a_end in runs if op != "equal" and a_end > a_start), len(a))
+    return max(end, min(first_difference(a, b) + 1, len(a)))
+
+
 def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None],
                     ends: list[int | None] | None = None) -> torch.Tensor:
     """The tokens each row is labelled on (M3), [B, T]: its response tokens, but a perturbed copy's only from its
@@ -163,14 +172,15 @@ def change_weighted(after: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
 
 
 def label_mask(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None], labels: str,
-               line_ends: list[int | None] | None = None, change_ends: list[int | None] | None = None) -> torch.Tensor:
+               ends: list[int | None] | None = None) -> torch.Tensor:
     """The tokens each row is labelled on under `--perturbed-labels labels` (M3), [B, T]: `from_the_change` to a
-    copy's end ("after"), to `line_ends` ("line") or to `change_ends` ("change"); "both" is "after" with the
-    changed tokens weighing half (`change_weighted`)."""
-    if labels == "both":
+    copy's end ("after") or to `ends[row]` ("line": its changed line's end, "change": one past its last token that
+    differs); "both" and "first" are "after" with the tokens up to `ends[row]` weighing half (`change_weighted`;
+    "both": every changed token, `last_difference`, "first": the first change only, `first_change_end`)."""
+    if labels in ("both", "first"):
         return change_weighted(from_the_change(response_mask, prompt_len, starts),
-                               from_the_change(response_mask, prompt_len, starts, change_ends))
-    return from_the_change(response_mask, prompt_len, starts, {"line": line_ends, "change": change_ends}.get(labels))
+                               from_the_change(response_mask, prompt_len, starts, ends))
+    return from_the_change(response_mask, prompt_len, starts, None if labels == "after" else ends)
 
 
 def line_end(pieces: list[str], start: int) -> int:
@@ -186,7 +196,8 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
     batch, with the source of every row and the tokens each row is labelled on (`label_mask`, [B, T]): a perturbed
     copy's from its first change to its end (`labels` "after"), to the end of that line ("line"), to its last token
-    that differs from the expert's ("change"), or to its end with those tokens weighing half ("both")."""
+    that differs from the expert's ("change"), or to its end with those tokens ("both") or its first change's only
+    ("first") weighing half."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -197,11 +208,13 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
-    line_ends = whole + [line_end([tokenizer.decode([t]) for t in response], start) for ((_, response), _), start
-                         in zip(copies, changes)] if labels == "line" else None
-    change_ends = whole + [last_difference(response, expert) for (_, response), expert in copies]
-    return batch, source, label_mask(batch.response_mask, batch.prompt_len, whole + changes, labels, line_ends,
-                                     change_ends)
+    def copy_end(response: list[int], expert: list[int], start: int) -> int:  # where its labelled change ends
+        if labels == "line":
+            return line_end([tokenizer.decode([t]) for t in response], start)
+        return first_change_end(response, expert) if labels == "first" else last_difference(response, expert)
+
+    ends = whole + [copy_end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
+    return batch, source, label_mask(batch.response_mask, batch.prompt_len, whole + changes, labels, ends)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,

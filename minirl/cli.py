@@ -123,7 +123,8 @@ train.__signature__ = inspect.Signature([  # one --option per TrainConfig field 
                         default=train_option(f)) for f in fields(TrainConfig)),
     inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         False, "--print-config", help="print the resolved settings (preset, then options) as JSON and exit"))])
-app.command(help="Train a policy: pretrain | sft | airl (default) | outcome. On the tiny CPU preset "
+app.command(help="Train a policy (pretrain | sft | airl, the default | outcome) or a reward model alone on a pool "
+                 "of the policy's samples (reward). On the tiny CPU preset "
                  "the base policy is built first when missing. An option not given takes the preset's value.")(train)
 
 

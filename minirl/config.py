@@ -101,8 +101,9 @@ class TrainConfig:
     perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
     perturbed_labels: str = opt("after", "which tokens of a perturbed copy are labelled non-expert: after (from its "
                                          "first change to the end), line (that change's line only), change (its "
-                                         "tokens that differ from the expert's, first to last) or both (after, the "
-                                         "changed tokens weighing half of the copy's loss), M3")
+                                         "tokens that differ from the expert's, first to last), both (after, the "
+                                         "changed tokens weighing half of the copy's loss) or first (after, the "
+                                         "first change's tokens weighing half), M3")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
     entropy_coef: float = opt(1.0, "airl form: the policy is paid f - alpha log pi; alpha is the weight of that "
                                    "entropy bonus (1 = AIRL's log D - log(1 - D); < 1 sharpens the policy, M4)")
@@ -201,7 +202,7 @@ CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": t
            "size": ("tiny", "small", "micro"), "reward_size": ("", "tiny", "small", "micro"),
            "head": ("token", "scalar", "hybrid"), "form": ("airl", "logit"),
            "advantage": ("gae", "group", "loo", "trace"),
-           "warmup_questions": ("demos", "rl"), "perturbed_labels": ("after", "line", "change", "both"),
+           "warmup_questions": ("demos", "rl"), "perturbed_labels": ("after", "line", "change", "both", "first"),
            "report_to": ("", "tensorboard"),
            "precision": ("auto", "fp32", "bf16-mixed"),
            "leave_out": ("", "half_as_many", "gives_away", "times_as_many", "how_many_more", "forgot_last_step")}

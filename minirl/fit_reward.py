@@ -40,14 +40,15 @@ from minirl.traces import Trace, cache_features, freeze_below, frozen_part, make
 def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T] (`airl.label_mask`, as in the AIRL loop): a perturbed copy's
     only from its first change on (M3), to its end (`labels` "after"), to the end of the changed line ("line"), to
-    its last token that differs from the expert's ("change"), or to its end with those tokens weighing half
-    ("both"). (SmolLM2, 100 held-out problems, 100 steps: from the change rather than every token:
-    clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36; docs/lab-notes.md.)"""
+    its last token that differs from the expert's ("change"), or to its end with those tokens ("both") or the first
+    change's only ("first", its `target`) weighing half. (SmolLM2, 100 held-out problems, 100 steps: from the
+    change rather than every token: clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36;
+    docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
-    line_ends = [None if start is None else step_of(start, t.steps)[1]
-                 for t, start in zip(traces, starts)] if labels == "line" else None
-    return label_mask(response_mask, prompt_len, starts, labels, line_ends, [t.change_end for t in traces])
+    ends = [None if start is None else step_of(start, t.steps)[1] if labels == "line"
+            else t.target[1] if labels == "first" else t.change_end for t, start in zip(traces, starts)]
+    return label_mask(response_mask, prompt_len, starts, labels, ends)
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],

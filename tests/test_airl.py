@@ -14,6 +14,7 @@ from minirl.airl import (
     discriminator_logits,
     discriminator_loss,
     discriminator_stats,
+    first_change_end,
     first_difference,
     from_the_change,
     last_difference,
@@ -252,6 +253,31 @@ def test_last_difference_by_hand() -> None:
     assert last_difference([1, 2, 3], [1, 2, 4, 3]) == 3  # a token dropped: the next one, [2, 3), is the change
     assert last_difference([1, 1, 1], [1, 1]) == 3  # a repeat: never an empty change
     assert last_difference([1, 2], [1, 2, 3]) == 2  # a prefix of the expert: nothing past its end
+
+
+def test_first_change_end_by_hand() -> None:
+    assert first_change_end([1, 2, 3, 4, 5], [1, 9, 3, 4, 5]) == 2  # one token changed: [1, 2)
+    assert first_change_end([1, 2, 3, 4, 5], [1, 9, 3, 8, 5]) == 2  # two changes: the first only, [1, 2)
+    assert first_change_end([1, 2, 6, 4, 5, 6], [1, 9, 9, 4, 5, 7]) == 3  # a run of two, then another: [1, 3)
+    assert first_change_end([1, 2, 7, 7, 3], [1, 2, 3]) == 4  # two tokens inserted: [2, 4)
+    assert first_change_end([1, 2, 3], [1, 2, 4, 3]) == 3  # a token dropped: the next one, [2, 3), is the change
+    assert first_change_end([1, 1, 1], [1, 1]) == 3  # a repeat: never an empty change
+    assert first_change_end([1, 2], [1, 2, 3]) == 2  # a prefix of the expert: nothing past its end
+
+
+def test_first_labels_weigh_only_the_first_change_half(tok) -> None:
+    copy = SOL1.replace("6+18 = <<6+18=24>>24", "6+18 = <<6+18=25>>26")  # two results changed, apart
+    args = (tok, EXPERTS[:1], [("Q1", "wrong\n#### 3")], [("Q1", copy, SOL1)])
+    _, _, after = discriminator_batch(*args)
+    batch, _, first = discriminator_batch(*args, labels="first")
+    expert_ids, copy_ids = text_ids(tok, "x", SOL1)[1], text_ids(tok, "x", copy)[1]
+    differ = [i for i, (a, b) in enumerate(zip(expert_ids, copy_ids)) if a != b]
+    assert len(differ) == 2 and differ[1] > differ[0] + 1  # the 5 and the 6, with tokens between them
+    assert torch.equal(first[:2], after[:2].float())  # the expert and the sample: every response token, weight 1
+    assert torch.equal(first[2] > 0, after[2] > 0)  # the copy: labelled from its change to its end ...
+    P, n_after = batch.prompt_len, int(after[2].sum())
+    assert first[2, P + differ[0]].item() == pytest.approx(n_after - 1)  # ... its first change weighs half,
+    assert first[2, P + differ[1]].item() == 1.0  # the later one as any other token after it
 
 
 def test_change_labels_cover_only_the_tokens_that_differ(tok) -> None:

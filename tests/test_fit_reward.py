@@ -133,6 +133,10 @@ def test_a_perturbed_copy_is_labelled_from_its_first_change_on():
     assert labelled_tokens(traces, batch.response_mask, "change")[1].tolist() == [0, 0, 0, 1, 0, 0]
     both = labelled_tokens(traces, batch.response_mask, "both")  # its changed token weighs as much as the 2 after it
     assert both.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 2, 1, 1], [0, 0, 1, 1, 0, 0]]
+    traces[1].change_end, traces[1].target = 4, (1, 2)  # changed at tokens 1 and 3: `first` weighs token 1 only
+    first = labelled_tokens(traces, batch.response_mask, "first")
+    assert first.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 0, 2, 1, 1], [0, 0, 1, 1, 0, 0]]
+    assert labelled_tokens(traces, batch.response_mask, "both")[1].tolist() == [0, 0, 0, 1, 1, 1]  # all 3 changed
 
 
 def test_heldout_figures_by_hand(monkeypatch):
@@ -314,8 +318,8 @@ def test_reward_run_trains_a_backbone_of_its_own_end_to_end(base, tmp_path):
     assert changed == {"2"}  # only the top layer of three trained
 
 
-@pytest.mark.parametrize("labels", ["change", "both"])
-def test_change_and_both_labels_reach_every_reward_step(base, tmp_path, monkeypatch, labels):
+@pytest.mark.parametrize("labels", ["change", "both", "first"])
+def test_change_both_and_first_labels_reach_every_reward_step(base, tmp_path, monkeypatch, labels):
     seen, real = [], fit_reward.labelled_tokens
     monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after":
                         seen.append((traces, mask, real(traces, mask, labels))) or seen[-1][2])
@@ -329,10 +333,10 @@ def test_change_and_both_labels_reach_every_reward_step(base, tmp_path, monkeypa
                 continue
             copies += 1
             on = labelled[row].nonzero().flatten().tolist()
-            changed = list(range(P + t.target[0], P + t.change_end))
+            changed = list(range(P + t.target[0], P + (t.target[1] if labels == "first" else t.change_end)))
             if labels == "change":  # its changed tokens only
                 assert on == changed
-            else:  # to its end, the changed tokens weighing as much as the rest
+            else:  # to its end, the changed tokens (`first`: the first change's) weighing as much as the rest
                 assert on == list(range(P + t.target[0], P + len(t.response_ids)))
                 rest = labelled[row].sum() - labelled[row, changed].sum()
                 assert rest == 0 or labelled[row, changed].sum().item() == pytest.approx(rest.item())
