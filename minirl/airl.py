@@ -161,25 +161,28 @@ def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[i
     return mask
 
 
-def change_weighted(after: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
-    """`--perturbed-labels both` (M3), [B, T] float: a copy labelled from its first change to its end (`after`), its
-    changed tokens (`change`, inside `after`) weighted so that they carry half of its loss and the tokens after
-    them the other half. A row with nothing after its change (an expert, a sample) keeps weight 1 everywhere."""
+def change_weighted(after: torch.Tensor, change: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """`--perturbed-labels both` or `first` (M3), [B, T] float: a copy labelled from its first change to its end
+    (`after`), its changed tokens (`change`, inside `after`) weighted so that they carry `share` of its loss
+    (`--change-share`) and the tokens after them the rest. A row with nothing after its change (an expert, a
+    sample) keeps weight 1 everywhere."""
     after, change = after.float(), change.float()
     rest, changed = (after - change).sum(1, keepdim=True), change.sum(1, keepdim=True)  # [B, 1]
-    weight = torch.where((rest > 0) & (changed > 0), rest / changed.clamp(min=1), torch.ones_like(rest))
+    weight = share / (1 - share) * rest / changed.clamp(min=1)  # w changed / (w changed + rest) = share
+    weight = torch.where((rest > 0) & (changed > 0), weight, torch.ones_like(rest))
     return after + change * (weight - 1)
 
 
 def label_mask(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None], labels: str,
-               ends: list[int | None] | None = None) -> torch.Tensor:
+               ends: list[int | None] | None = None, share: float = 0.5) -> torch.Tensor:
     """The tokens each row is labelled on under `--perturbed-labels labels` (M3), [B, T]: `from_the_change` to a
     copy's end ("after") or to `ends[row]` ("line": its changed line's end, "change": one past its last token that
-    differs); "both" and "first" are "after" with the tokens up to `ends[row]` weighing half (`change_weighted`;
+    differs); "both" and "first" are "after" with the tokens up to `ends[row]` carrying `share` of the copy's loss
+    (`change_weighted`;
     "both": every changed token, `last_difference`, "first": the first change only, `first_change_end`)."""
     if labels in ("both", "first"):
         return change_weighted(from_the_change(response_mask, prompt_len, starts),
-                               from_the_change(response_mask, prompt_len, starts, ends))
+                               from_the_change(response_mask, prompt_len, starts, ends), share)
     return from_the_change(response_mask, prompt_len, starts, None if labels == "after" else ends)
 
 
@@ -191,7 +194,7 @@ def line_end(pieces: list[str], start: int) -> int:
 
 
 def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tuple],
-                        perturbed: list[tuple[str, str, str]], labels: str = "after"
+                        perturbed: list[tuple[str, str, str]], labels: str = "after", share: float = 0.5
                         ) -> tuple[Batch, list[str], torch.Tensor]:
     """Experts, the policy's samples (their sampled ids when they carry them) and perturbed experts as one
     batch, with the source of every row and the tokens each row is labelled on (`label_mask`, [B, T]): a perturbed
@@ -214,19 +217,21 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
         return first_change_end(response, expert) if labels == "first" else last_difference(response, expert)
 
     ends = whole + [copy_end(response, expert, start) for ((_, response), expert), start in zip(copies, changes)]
-    return batch, source, label_mask(batch.response_mask, batch.prompt_len, whole + changes, labels, ends)
+    return batch, source, label_mask(batch.response_mask, batch.prompt_len, whole + changes, labels, ends, share)
 
 
 def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimizer, policy, tokenizer,
                        experts: list[dict], policy_samples: list[tuple], perturbed: list[tuple[str, str, str]],
                        form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0,
-                       micro_batch_size: int = 0, precision: str = "fp32", labels: str = "after") -> dict[str, float]:
+                       micro_batch_size: int = 0, precision: str = "fp32", labels: str = "after",
+                       change_share: float = 0.5) -> dict[str, float]:
     """One optimiser step of the discriminator on experts (label 1) vs the policy's samples and perturbed
     experts (label 0, from their first change on: M3), its gradient accumulated over chunks of `micro_batch_size`
     rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`;
-    `labels`: which tokens of a perturbed copy are labelled (`discriminator_batch`)."""
+    `labels`, `change_share`: which tokens of a perturbed copy are labelled, and how (`discriminator_batch`)."""
     device = next(reward_model.parameters()).device
-    batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed, labels)
+    batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed, labels,
+                                                  change_share)
     batch, labelled = batch.to(device), labelled.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
     weights = class_weights(is_expert)  # [B]: the chunks' losses add up to the whole batch's
@@ -302,5 +307,6 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
         stats = discriminator_step(reward_model, optimizer, policy, tokenizer, experts,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
-                                   precision=cfg.precision, labels=cfg.perturbed_labels)
+                                   precision=cfg.precision, labels=cfg.perturbed_labels,
+                                   change_share=cfg.change_share)
         run.log({"warmup_step": step + 1, **stats})

@@ -104,6 +104,8 @@ class TrainConfig:
                                          "tokens that differ from the expert's, first to last), both (after, the "
                                          "changed tokens weighing half of the copy's loss) or first (after, the "
                                          "first change's tokens weighing half), M3")
+    change_share: float = opt(0.5, "both / first labels: the share of a perturbed copy's loss that its changed "
+                                   "tokens carry, the tokens after them the rest (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
     entropy_coef: float = opt(1.0, "airl form: the policy is paid f - alpha log pi; alpha is the weight of that "
                                    "entropy bonus (1 = AIRL's log D - log(1 - D); < 1 sharpens the policy, M4)")
@@ -213,7 +215,8 @@ NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "disc_steps", "perturbed
                 "reward_clip", "target_kl", "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
-             "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]", "seed": "[0, 4294967295]"}
+             "change_share": "(0, 1)", "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]",
+             "seed": "[0, 4294967295]"}
 
 
 def check(cfg: TrainConfig) -> TrainConfig:

@@ -37,18 +37,19 @@ from minirl.tables import fit_table
 from minirl.traces import Trace, cache_features, freeze_below, frozen_part, make_traces, top_layers, trace_logits
 
 
-def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after") -> torch.Tensor:
+def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: str = "after",
+                    share: float = 0.5) -> torch.Tensor:
     """The tokens each trace is labelled on, [B, T] (`airl.label_mask`, as in the AIRL loop): a perturbed copy's
     only from its first change on (M3), to its end (`labels` "after"), to the end of the changed line ("line"), to
     its last token that differs from the expert's ("change"), or to its end with those tokens ("both") or the first
-    change's only ("first", its `target`) weighing half. (SmolLM2, 100 held-out problems, 100 steps: from the
-    change rather than every token: clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1 0.23 -> 0.36;
-    docs/lab-notes.md.)"""
+    change's only ("first", its `target`) carrying `share` of its loss. (SmolLM2, 100 held-out problems, 100
+    steps: from the change rather than every token: clean-vs-perturbed AUROC of the mean logit 0.64 -> 0.75, Hit@1
+    0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
     ends = [None if start is None else step_of(start, t.steps)[1] if labels == "line"
             else t.target[1] if labels == "first" else t.change_end for t, start in zip(traces, starts)]
-    return label_mask(response_mask, prompt_len, starts, labels, ends)
+    return label_mask(response_mask, prompt_len, starts, labels, ends, share)
 
 
 def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimizer, traces: list[Trace],
@@ -64,7 +65,7 @@ def fit_step(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module, optimi
         chunk = [traces[i] for i in rows]
         with autocast(cfg.precision, device):
             logits, mask = trace_logits(reward_model, top, chunk, cfg.form, pad_id)
-        mask = labelled_tokens(chunk, mask, cfg.perturbed_labels)  # as in the AIRL loop: the loss and accuracies alike
+        mask = labelled_tokens(chunk, mask, cfg.perturbed_labels, cfg.change_share)  # as in the AIRL loop
         chunk_loss = discriminator_loss(logits, mask, is_expert[rows], cfg.label_smoothing, weights[rows])
         chunk_loss.backward()
         loss += chunk_loss.item()

@@ -204,7 +204,8 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
         stats = discriminator_step(reward_model, disc_optimizer, policy, tokenizer, experts,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
-                                   precision=cfg.precision, labels=cfg.perturbed_labels)
+                                   precision=cfg.precision, labels=cfg.perturbed_labels,
+                                   change_share=cfg.change_share)
     reward_model.eval()
     with autocast(cfg.precision, batch.input_ids.device):  # after the step: autocast's weight copies are fresh
         rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows],

@@ -302,6 +302,9 @@ def test_change_weighted_by_hand() -> None:
     assert weighted[2].tolist() == [0, 0, 0, 1, 1, 0]  # the change runs to the end: as it was
     bce = torch.tensor([[0.0, 2.0, 1.0, 1.0, 1.0, 1.0]])  # the loss's per-sequence mean: half change, half rest
     assert ((bce * weighted[1]).sum() / weighted[1].sum()).item() == pytest.approx(0.5 * 2.0 + 0.5 * 1.0)
+    three_quarters = change_weighted(after, change, share=0.75)  # the changed token: 3 / 4 of the copy's loss
+    assert three_quarters[1].tolist() == [0, 12, 1, 1, 1, 1] and three_quarters[0].tolist() == [1, 1, 1, 1, 1, 0]
+    assert ((bce * three_quarters[1]).sum() / three_quarters[1].sum()).item() == pytest.approx(0.75 * 2 + 0.25 * 1)
 
 
 def test_both_labels_weigh_the_changed_tokens_half(tok) -> None:

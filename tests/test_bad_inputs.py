@@ -93,6 +93,8 @@ TABLE = [
     (["train", "--top-p", "1.5", *OUT], None, 2, "--top-p 1.5: must be in (0, 1]"),
     (["train", "--seed", "-1", *OUT], None, 2, "--seed -1: must be in [0, 4294967295]"),
     (["train", "--entropy-coef", "-0.5", *OUT], None, 2, "--entropy-coef -0.5: must be in [0, inf)"),
+    (["train", "--change-share", "1", *OUT], None, 2, "--change-share 1.0: must be in (0, 1)"),
+    (["train", "--change-share", "0", *OUT], None, 2, "--change-share 0.0: must be in (0, 1)"),
     (["train", "--advantage", "bogus", *OUT], None, 2, "--advantage 'bogus': choose from gae, group, loo"),
     (["train", "--algo", "outcome", "--advantage", "trace", *OUT], None, 2,
      "--advantage trace shapes a dense reward (airl); outcome RL pays one number per trace: use group or gae"),

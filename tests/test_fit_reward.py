@@ -244,8 +244,8 @@ def test_every_perturbed_copy_of_a_chosen_expert_joins_its_step(base, tmp_path, 
 
 def test_line_labels_reach_every_reward_step(base, tmp_path, monkeypatch):
     seen, real = [], fit_reward.labelled_tokens
-    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after":
-                        seen.append((traces, mask, real(traces, mask, labels))) or seen[-1][2])
+    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after", share=0.5:
+                        seen.append((traces, mask, real(traces, mask, labels, share))) or seen[-1][2])
     train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=1,
                       perturbed_labels="line", **{**SMALL, "steps": 2, "eval_every": 2}))
     copies = 0
@@ -318,13 +318,13 @@ def test_reward_run_trains_a_backbone_of_its_own_end_to_end(base, tmp_path):
     assert changed == {"2"}  # only the top layer of three trained
 
 
-@pytest.mark.parametrize("labels", ["change", "both", "first"])
-def test_change_both_and_first_labels_reach_every_reward_step(base, tmp_path, monkeypatch, labels):
+@pytest.mark.parametrize("labels, share", [("change", 0.5), ("both", 0.5), ("first", 0.5), ("first", 0.75)])
+def test_change_both_and_first_labels_reach_every_reward_step(base, tmp_path, monkeypatch, labels, share):
     seen, real = [], fit_reward.labelled_tokens
-    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after":
-                        seen.append((traces, mask, real(traces, mask, labels))) or seen[-1][2])
+    monkeypatch.setattr(fit_reward, "labelled_tokens", lambda traces, mask, labels="after", share=0.5:
+                        seen.append((traces, mask, real(traces, mask, labels, share))) or seen[-1][2])
     train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=1,
-                      perturbed_labels=labels, **{**SMALL, "steps": 2, "eval_every": 2}))
+                      perturbed_labels=labels, change_share=share, **{**SMALL, "steps": 2, "eval_every": 2}))
     copies = 0
     for traces, mask, labelled in seen:
         P = mask.shape[1] - max(len(t.response_ids) for t in traces)  # the first response column
@@ -336,8 +336,9 @@ def test_change_both_and_first_labels_reach_every_reward_step(base, tmp_path, mo
             changed = list(range(P + t.target[0], P + (t.target[1] if labels == "first" else t.change_end)))
             if labels == "change":  # its changed tokens only
                 assert on == changed
-            else:  # to its end, the changed tokens (`first`: the first change's) weighing as much as the rest
+            else:  # to its end, the changed tokens (`first`: the first change's) carrying `share` of the weight
                 assert on == list(range(P + t.target[0], P + len(t.response_ids)))
                 rest = labelled[row].sum() - labelled[row, changed].sum()
-                assert rest == 0 or labelled[row, changed].sum().item() == pytest.approx(rest.item())
+                assert rest == 0 or labelled[row, changed].sum().item() == pytest.approx(
+                    rest.item() * share / (1 - share))
     assert copies > 0
