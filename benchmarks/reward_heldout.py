@@ -6,7 +6,8 @@
 Reads the run's settings, its policy/ and reward/ folders and the held-out answers of its sample pool (pool.jsonl),
 rebuilds the held-out traces exactly as training did (the same problems, the same perturbations), caches their
 features and prints `fit_reward.heldout_figures` with 95 % bootstrap intervals (the table `minirl train` prints at
-the end), then the same figures for each kind of perturbation alone. Use it after changing how the figures are
+the end), then the same figures for each kind of perturbation alone, and where each perturbed copy's lowest token
+lies (in its first change, on a later change, after it, before it). Use it after changing how the figures are
 computed, or to look again without retraining. Sampling is never repeated: only the pool's answers are scored.
 ~3 minutes for SmolLM2 on 2 cores (100 problems).
 
@@ -17,9 +18,11 @@ figure): where to choose a trace score (`fit_reward.TRACE_SCORES`) without looki
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -70,6 +73,8 @@ def report(run: Path, out: Path | None, validation: int) -> None:
     console.print(fit_table(figures, f"{where} · {run}", TRACE_SCORES))
     figures["by_kind"] = by_kind(cfg, heldout, scores)
     console.print(kind_table(figures["by_kind"]))
+    figures["where_lowest"] = where_lowest(heldout, scores)
+    console.print(where_table(figures["where_lowest"]))
     if out:
         out.write_text(json.dumps(runs.finite_or_none(figures), indent=2))
 
@@ -100,6 +105,36 @@ def kind_table(kinds: dict[str, dict]) -> Table:
                                                                  ("clean_vs_perturbed_auroc", "low5"),
                                                                  ("hit1", "lowest"), ("step1", "lowest"),
                                                                  ("step1", "line"))))
+    return table
+
+
+PLACES = ("in the first change", "on a later change", "after, unchanged", "before the change")
+
+
+def where_lowest(traces: list[Trace], scores: list[dict]) -> dict[str, dict[str, int]]:
+    """Where each perturbed copy's lowest D-logit token lies, by kind: in its first change (a Hit@1 hit), on a later
+    token that differs from its expert's (`numbers` shifts several), on unchanged text after the first change (where
+    the error shows, such as a `#### n` line that no longer follows), or before the change (a false alarm)."""
+    experts = {t.question: t.response_ids for t in traces if t.source == "expert"}
+    counts: dict[str, Counter] = {}
+    for t, s in zip(traces, scores):
+        if t.source != "perturbed":
+            continue
+        runs = difflib.SequenceMatcher(a=experts[t.question], b=t.response_ids, autojunk=False).get_opcodes()
+        changed = {j for op, _, _, start, end in runs if op != "equal" for j in range(start, end)}
+        i, (start, end) = s["reward_lowest"], t.target
+        place = PLACES[0] if start <= i < end else PLACES[3] if i < start else PLACES[1] if i in changed else PLACES[2]
+        counts.setdefault(t.kind, Counter())[place] += 1
+    return {kind: {place: c[place] for place in PLACES} for kind, c in sorted(counts.items())}
+
+
+def where_table(where: dict[str, dict[str, int]]) -> Table:
+    """`where_lowest` as a table of counts."""
+    table = Table(title="where a perturbed copy's lowest D-logit token lies")
+    for name in ("kind", *PLACES):
+        table.add_column(name, justify="left" if name == "kind" else "right")
+    for kind, counts in where.items():
+        table.add_row(kind, *(str(counts[place]) for place in PLACES))
     return table
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import typer
 
+from minirl.traces import Trace
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -99,6 +101,20 @@ def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys
     with pytest.raises(typer.Exit) as stop:
         module.main(tmp_path, None, 10)
     assert stop.value.exit_code == 2 and "--validation 10: all 5 training problems" in capsys.readouterr().err
+
+
+def test_the_heldout_benchmark_tells_where_the_lowest_token_lies_by_hand() -> None:
+    spec = importlib.util.spec_from_file_location("reward_heldout", ROOT / "benchmarks" / "reward_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expert = Trace("expert", 0, [9], [1, 2, 3, 4, 5, 6])
+    copies = [Trace("perturbed", 0, [9], [1, 7, 3, 8, 5, 6], target=(1, 2), kind="numbers") for _ in range(4)]
+    other = Trace("perturbed", 0, [9], [1, 2, 0, 4, 5, 6], target=(2, 3), kind="operator")
+    lowest = [1, 3, 4, 0, 2]  # the first change, the later shifted number, unchanged text after, before; a hit
+    scores = [{"reward_lowest": 0}] + [{"reward_lowest": i} for i in lowest]
+    where = module.where_lowest([expert, *copies, other], scores)
+    assert where == {"numbers": dict(zip(module.PLACES, (1, 1, 1, 1))),
+                     "operator": dict(zip(module.PLACES, (1, 0, 0, 0)))}
 
 
 def test_the_study_refuses_a_bad_option_before_building_anything(study, tmp_path, capsys) -> None:
