@@ -178,8 +178,8 @@ def label_mask(response_mask: torch.Tensor, prompt_len: int, starts: list[int | 
     """The tokens each row is labelled on under `--perturbed-labels labels` (M3), [B, T]: `from_the_change` to a
     copy's end ("after") or to `ends[row]` ("line": its changed line's end, "change": one past its last token that
     differs); "both" and "first" are "after" with the tokens up to `ends[row]` carrying `share` of the copy's loss
-    (`change_weighted`;
-    "both": every changed token, `last_difference`, "first": the first change only, `first_change_end`)."""
+    (`change_weighted`; "both": every changed token, to `last_difference`; "first": the first change only, to
+    `first_change_end`)."""
     if labels in ("both", "first"):
         return change_weighted(from_the_change(response_mask, prompt_len, starts),
                                from_the_change(response_mask, prompt_len, starts, ends), share)
@@ -200,7 +200,7 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     batch, with the source of every row and the tokens each row is labelled on (`label_mask`, [B, T]): a perturbed
     copy's from its first change to its end (`labels` "after"), to the end of that line ("line"), to its last token
     that differs from the expert's ("change"), or to its end with those tokens ("both") or its first change's only
-    ("first") weighing half."""
+    ("first") carrying `share` of the copy's loss."""
     def ids(question: str, response: str) -> tuple[list[int], list[int]]:
         return text_ids(tokenizer, format_prompt(question, tokenizer), response)
 
@@ -211,6 +211,7 @@ def discriminator_batch(tokenizer, experts: list[dict], policy_samples: list[tup
     changes = [first_difference(response, expert) for (_, response), expert in copies]  # a copy's first change
     whole = [None] * (len(experts) + len(policy_samples))  # experts and samples: every response token
     batch = make_batch([p for p, _ in rows], [r for _, r in rows], tokenizer.pad_token_id)
+
     def copy_end(response: list[int], expert: list[int], start: int) -> int:  # where its labelled change ends
         if labels == "line":
             return line_end([tokenizer.decode([t]) for t in response], start)
