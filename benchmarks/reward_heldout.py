@@ -18,7 +18,6 @@ figure): where to choose a trace score (`fit_reward.TRACE_SCORES`) without looki
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import sys
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minirl import runs
+from minirl.airl import differing_runs
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, UsageError, config_from
 from minirl.data import load_tasks
@@ -120,8 +120,7 @@ def where_lowest(traces: list[Trace], scores: list[dict]) -> dict[str, dict[str,
     for t, s in zip(traces, scores):
         if t.source != "perturbed":
             continue
-        runs = difflib.SequenceMatcher(a=experts[t.question], b=t.response_ids, autojunk=False).get_opcodes()
-        changed = {j for op, _, _, start, end in runs if op != "equal" for j in range(start, end)}
+        changed = {j for start, end in differing_runs(t.response_ids, experts[t.question]) for j in range(start, end)}
         i, (start, end) = s["reward_lowest"], t.target
         place = PLACES[0] if start <= i < end else PLACES[3] if i < start else PLACES[1] if i in changed else PLACES[2]
         counts.setdefault(t.kind, Counter())[place] += 1

@@ -136,12 +136,18 @@ def last_difference(a: list[int], b: list[int]) -> int:
     return max(len(a) - same_tail, min(first_difference(a, b) + 1, len(a)))
 
 
+def differing_runs(a: list[int], b: list[int]) -> list[tuple[int, int]]:
+    """The runs of `a`'s tokens that differ from `b`'s, as [start, end) ranges of `a`, aligned by `difflib` (tokens
+    dropped from `b` show as an empty run where they were)."""
+    matcher = difflib.SequenceMatcher(a=b, b=a, autojunk=False)
+    return [(start, end) for op, _, _, start, end in matcher.get_opcodes() if op != "equal"]
+
+
 def first_change_end(a: list[int], b: list[int]) -> int:
-    """One past the last token of `a`'s first run of tokens that differ from `b` (aligned by `difflib`): where the
-    first change ends when a copy changes more than one spot; at least one past `first_difference`."""
-    runs = difflib.SequenceMatcher(a=b, b=a, autojunk=False).get_opcodes()
-    end = next((a_end for op, _, _, a_start, a_end in runs if op != "equal" and a_end > a_start), len(a))
-    return max(end, min(first_difference(a, b) + 1, len(a)))
+    """One past the last token of `a`'s first run that differs from `b`: where the first change ends when a copy
+    changes more than one spot (a dropped token: the token after it); at least one past `first_difference`."""
+    start, end = (differing_runs(a, b) or [(len(a), len(a))])[0]
+    return min(max(end, start + 1, first_difference(a, b) + 1), len(a))
 
 
 def from_the_change(response_mask: torch.Tensor, prompt_len: int, starts: list[int | None],

@@ -47,8 +47,13 @@ def labelled_tokens(traces: list[Trace], response_mask: torch.Tensor, labels: st
     0.23 -> 0.36; docs/lab-notes.md.)"""
     prompt_len = response_mask.shape[1] - max(len(t.response_ids) for t in traces)  # rows' first response column
     starts = [t.target[0] if t.source == "perturbed" else None for t in traces]
-    ends = [None if start is None else step_of(start, t.steps)[1] if labels == "line"
-            else t.target[1] if labels == "first" else t.change_end for t, start in zip(traces, starts)]
+
+    def copy_end(t: Trace, start: int) -> int:  # where a copy's labelled change ends
+        if labels == "line":
+            return step_of(start, t.steps)[1]
+        return t.target[1] if labels == "first" else t.change_end
+
+    ends = [None if start is None else copy_end(t, start) for t, start in zip(traces, starts)]
     return label_mask(response_mask, prompt_len, starts, labels, ends, share)
 
 

@@ -261,6 +261,7 @@ def test_first_change_end_by_hand() -> None:
     assert first_change_end([1, 2, 6, 4, 5, 6], [1, 9, 9, 4, 5, 7]) == 3  # a run of two, then another: [1, 3)
     assert first_change_end([1, 2, 7, 7, 3], [1, 2, 3]) == 4  # two tokens inserted: [2, 4)
     assert first_change_end([1, 2, 3], [1, 2, 4, 3]) == 3  # a token dropped: the next one, [2, 3), is the change
+    assert first_change_end([1, 2, 3, 9], [1, 2, 4, 3, 5]) == 3  # dropped, then a later change: still [2, 3)
     assert first_change_end([1, 1, 1], [1, 1]) == 3  # a repeat: never an empty change
     assert first_change_end([1, 2], [1, 2, 3]) == 2  # a prefix of the expert: nothing past its end
 
