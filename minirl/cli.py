@@ -260,7 +260,6 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         print_question(where, question_text, gold, head, traces, as_json, html, palette)
 
 
-
 def print_localisation(figures: dict, as_json: bool) -> None:
     """`inspect --localisation`'s figures as tables (tables.localisation_report), or as JSON."""
     from minirl import tables
@@ -291,6 +290,7 @@ def print_question(where: str, question: str, gold: str | None, head: str | None
         return
     viz.print_traces(traces, where, question, what, Console(), expected, palette)
 
+
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
                   max_new_tokens: int | None, seed: int, html: str | None = None,
                   palette: str = "blue-orange") -> str | None:
@@ -320,6 +320,7 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
 
 
 def held_out_tasks(run: str, config: dict) -> list[dict]:
+    """The held-out problems of the run whose saved settings are `config`."""
     from minirl.data import DataError, load_tasks
 
     if not config:
@@ -329,7 +330,6 @@ def held_out_tasks(run: str, config: dict) -> list[dict]:
 
 def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:
     """(where it comes from, question, expert answer or None): --text when given, else held-out question `index`."""
-
     if text is not None:
         return "your question", text, None
     if not 0 <= index < len(test):
