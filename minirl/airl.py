@@ -276,9 +276,10 @@ def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
     return RewardModel(lm.train(), cfg.head)
 
 
-def check_reward_from(cfg: TrainConfig, tokenizer) -> None:
+def check_reward_from(cfg: TrainConfig, tokenizer=None) -> None:
     """Refuse, in one line and before any weights are loaded, a `cfg.reward_from` run whose reward model has another
-    head, form or tokenizer than `cfg` trains with (its reward.json, config.json and backbone say which)."""
+    head, form or tokenizer (when `tokenizer` is given) than `cfg` trains with (its reward.json, config.json and
+    backbone say which)."""
     folder = Path(cfg.reward_from).expanduser()
     if not (folder / "reward").is_dir():
         raise UserError(f"--reward-from {cfg.reward_from}: no reward model in that run (no reward/ inside)")
@@ -287,7 +288,8 @@ def check_reward_from(cfg: TrainConfig, tokenizer) -> None:
     if head != cfg.head or form not in (None, cfg.form):
         raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {head} --form "
                          f"{form or cfg.form}: give the same here")
-    check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(folder / "reward" / "backbone")))
+    if tokenizer is not None:
+        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(folder / "reward" / "backbone")))
 
 
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,

@@ -99,6 +99,12 @@ def build_tiny_lm(tokenizer: PreTrainedTokenizerFast, size: str = "tiny", seed: 
     return LlamaForCausalLM(config)
 
 
+def is_missing(name: str) -> bool:
+    """A model named as a local path (a bare name, ./x, /x, a .gguf file) that does not exist; `org/name` that is
+    no local path may still be a hub id."""
+    return not Path(name).exists() and ("/" not in name or name.startswith((".", "/")))
+
+
 def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a run folder's `policy/`, a local model folder, a .gguf file
     or a hub id. A .gguf path is split into its folder and file name."""
@@ -108,7 +114,7 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     if (path / "policy").is_dir():  # a minirl run folder
         path = path / "policy"
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    if not path.exists() and ("/" not in name or name.startswith((".", "/"))):
+    if is_missing(name):
         raise ModelError(f"{name}: no such model folder or file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)

@@ -43,9 +43,11 @@ from minirl.config import (
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import fit_reward
 from minirl.models import (
+    ModelError,
     autocast,
     frozen_copy,
     hidden_size,
+    is_missing,
     lm_forward,
     load_lm,
     load_policy,
@@ -65,6 +67,11 @@ def train(cfg: TrainConfig) -> dict:
     checked before any work, and a refused run creates no folder. A NaN or infinite loss, reward or gradient
     stops the run with a `NumericalError` (the last checkpoint kept, nothing non-finite saved)."""
     check(cfg)
+    for flag, name in (("init", cfg.init), ("reward-init", cfg.reward_init)):
+        if name and is_missing(name):  # before minutes of pretraining a base policy, not after
+            raise ModelError(f"--{flag} {name}: no such model folder or file")
+    if cfg.reward_from:  # the same: its head and form now, its tokenizer once the policy's is loaded
+        check_reward_from(cfg)
     base, backbone = base_policy(cfg), reward_backbone(cfg)
     if base is not None:
         cfg = replace(cfg, init=base.out)

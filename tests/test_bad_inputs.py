@@ -117,6 +117,7 @@ TABLE = [
     ([*AIRL, "--reward-from", "{run}", "--head", "scalar", *OUT], None, 2,
      "was trained with --head token --form airl: give the same here"),
     ([*AIRL, "--reward-from", "{tmp}", *OUT], None, 1, "no reward model in that run (no reward/ inside)"),
+    (["train", "--reward-from", "{tmp}/nowhere", *OUT], None, 1, "no reward model in that run"),  # no base built
     (["train", "--final-questions", "600", "--n-corpus", "300", *OUT], None, 2,
      "the synthetic world: 500 held-out problems, fewer than the evaluation asks for (--final-questions 600)"),
     # train: bad data, run folders and places to write (exit 1)
@@ -135,6 +136,9 @@ TABLE = [
     (["train", "--algo", "sft", *SMALL, "--init", "{run}", "--out", "{bad}"], "empty-config", 1,
      "config.json: unreadable, empty or not a JSON object"),
     (["train", "--algo", "sft", *SMALL, "--init", "{run}", "--resume", *OUT], None, 1, "--resume: no checkpoint in"),
+    (["train", "--init", "{tmp}/nowhere", *OUT], None, 1, "--init {tmp}/nowhere: no such model folder or file"),
+    ([*AIRL, "--reward-init", "{tmp}/nowhere.gguf", *OUT], None, 1,
+     "--reward-init {tmp}/nowhere.gguf: no such model folder or file"),
     (["train", "--out", "{tmp}/six.jsonl"], None, 1, "six.jsonl: not a folder"),
     (["train", "--out", "{tmp}/six.jsonl/out"], None, 1, "six.jsonl is not a folder"),
     # rerank (usage: exit 2; files: exit 1), all before sampling
@@ -173,7 +177,7 @@ def test_bad_input_is_one_line(args, broken, code, message, run_dir, tmp_path, m
     write_bad_files(tmp_path)
     if broken:
         break_run(run_dir, tmp_path / "run", broken)
-    one_error_line(invoke(args, run_dir, tmp_path), code, message)
+    one_error_line(invoke(args, run_dir, tmp_path), code, message.format(tmp=tmp_path))
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()  # a refused train leaves nothing
 
 
