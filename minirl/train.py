@@ -70,7 +70,7 @@ def train(cfg: TrainConfig) -> dict:
     for flag, name in (("init", cfg.init), ("reward-init", cfg.reward_init)):
         if name and is_missing(name):  # before minutes of pretraining a base policy, not after
             raise ModelError(f"--{flag} {name}: no such model folder or file")
-    if cfg.reward_from:  # the same: its head and form now, its tokenizer once the policy's is loaded
+    if cfg.reward_from:  # its reward folder, head and form now; its tokenizer once the policy's is loaded
         check_reward_from(cfg)
     base, backbone = base_policy(cfg), reward_backbone(cfg)
     if base is not None:
