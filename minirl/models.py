@@ -105,6 +105,13 @@ def is_missing(name: str) -> bool:
     return not Path(name).exists() and ("/" not in name or name.startswith((".", "/")))
 
 
+def check_model_paths(cfg: TrainConfig) -> None:
+    """Refuse, in one line, an `--init` or `--reward-init` named as a local path that does not exist."""
+    for flag, name in (("init", cfg.init), ("reward-init", cfg.reward_init)):
+        if name and is_missing(name):
+            raise ModelError(f"--{flag} {name}: no such model folder or file")
+
+
 def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a run folder's `policy/`, a local model folder, a .gguf file
     or a hub id. A .gguf path is split into its folder and file name."""

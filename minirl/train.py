@@ -43,11 +43,10 @@ from minirl.config import (
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import fit_reward
 from minirl.models import (
-    ModelError,
     autocast,
+    check_model_paths,
     frozen_copy,
     hidden_size,
-    is_missing,
     lm_forward,
     load_lm,
     load_policy,
@@ -67,9 +66,7 @@ def train(cfg: TrainConfig) -> dict:
     checked before any work, and a refused run creates no folder. A NaN or infinite loss, reward or gradient
     stops the run with a `NumericalError` (the last checkpoint kept, nothing non-finite saved)."""
     check(cfg)
-    for flag, name in (("init", cfg.init), ("reward-init", cfg.reward_init)):
-        if name and is_missing(name):  # before minutes of pretraining a base policy, not after
-            raise ModelError(f"--{flag} {name}: no such model folder or file")
+    check_model_paths(cfg)  # before minutes of pretraining a base policy, not after
     if cfg.reward_from:  # its reward folder, head and form now; its tokenizer once the policy's is loaded
         check_reward_from(cfg)
     base, backbone = base_policy(cfg), reward_backbone(cfg)
