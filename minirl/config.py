@@ -249,6 +249,9 @@ def check(cfg: TrainConfig) -> TrainConfig:
                          "and without --reward-init")
     if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--report-to tensorboard needs tensorboard: pip install -e '.[track]'")
+    if cfg.train_layers and cfg.algo != "reward":
+        raise UsageError(f"--train-layers {cfg.train_layers} is for --algo reward (the reward model alone, M10); "
+                         f"--algo {cfg.algo} trains every layer")
     if cfg.resume and cfg.overwrite:
         raise UsageError("give --resume or --overwrite, not both")
     if cfg.resume and cfg.lora_rank > 0:

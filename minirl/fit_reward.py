@@ -169,13 +169,18 @@ def heldout_figures(cfg: TrainConfig, reward_model: RewardModel, top: nn.Module,
 # ---------------------------------------------------------------- the loop
 
 
+def check_train_layers(cfg: TrainConfig, lm) -> None:
+    """Refuse, in one line, `--train-layers` beyond the reward model's decoder layers."""
+    n_layers = len(lm.model.layers)
+    if cfg.train_layers > n_layers:
+        raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
+
+
 def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dict:
     """Pool, traces, features, then `steps` discriminator steps with held-out figures and checkpoints."""
     policy.eval().requires_grad_(False)
     reward_model = make_reward_model(cfg, policy, tokenizer).to(next(policy.parameters()).device)
-    n_layers = len(reward_model.lm.model.layers)
-    if cfg.train_layers > n_layers:
-        raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
+    check_train_layers(cfg, reward_model.lm)
     pad_id, (k, backbone) = tokenizer.pad_token_id, frozen_part(cfg, reward_model)
     optimizer = torch.optim.AdamW(freeze_below(reward_model, k), lr=cfg.disc_lr)
     top = top_layers(reward_model.lm, k)

@@ -106,10 +106,15 @@ def is_missing(name: str) -> bool:
 
 
 def check_model_paths(cfg: TrainConfig) -> None:
-    """Refuse, in one line, an `--init` or `--reward-init` named as a local path that does not exist."""
+    """Refuse, in one line, an `--init` or `--reward-init` named as a local path that does not exist, and a
+    `--gguf-file` that is not inside a local `--init` folder."""
     for flag, name in (("init", cfg.init), ("reward-init", cfg.reward_init)):
         if name and is_missing(name):
             raise ModelError(f"--{flag} {name}: no such model folder or file")
+    folder = Path(cfg.init).expanduser()
+    inside = (folder / cfg.gguf_file, folder / "policy" / cfg.gguf_file)  # a model folder, or a run folder's policy
+    if cfg.gguf_file and folder.is_dir() and not any(f.is_file() for f in inside):
+        raise ModelError(f"--gguf-file {cfg.gguf_file}: no such file in {folder}")
 
 
 def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):

@@ -41,7 +41,7 @@ from minirl.config import (
     reward_backbone,
 )
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
-from minirl.fit_reward import fit_reward
+from minirl.fit_reward import check_train_layers, fit_reward
 from minirl.models import (
     autocast,
     check_model_paths,
@@ -84,6 +84,8 @@ def train(cfg: TrainConfig) -> dict:
     policy, tokenizer = load_policy(cfg, data)
     if cfg.reward_from:  # refused before the run folder exists
         check_reward_from(cfg, tokenizer)
+    if cfg.algo == "reward" and not cfg.reward_init:  # the reward model will be a copy of the policy (M2)
+        check_train_layers(cfg, policy)
     run = runs.start(folder, cfg)
     try:
         if cfg.algo in ("pretrain", "sft"):

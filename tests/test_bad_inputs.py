@@ -105,6 +105,7 @@ TABLE = [
     (["train", "--form", "logit", *OUT], None, 2, "--head token needs --form airl"),
     (["train", "--disc-batch", "50", "--n-demos", "40", *OUT], None, 2, "--disc-batch 50 is larger than --n-demos 40"),
     (["train", "--resume", "--overwrite", *OUT], None, 2, "give --resume or --overwrite, not both"),
+    (["train", "--train-layers", "3", *OUT], None, 2, "--train-layers 3 is for --algo reward"),
     (["train", "--disc-steps", "-1", *OUT], None, 2, "--disc-steps -1: must not be negative"),
     (["train", "--algo", "outcome", "--reward-from", "{run}", *OUT], None, 2,
      "--reward-from starts an airl run's reward model from another run: use it with --algo airl"),
@@ -139,6 +140,7 @@ TABLE = [
     (["train", "--init", "{tmp}/nowhere", *OUT], None, 1, "--init {tmp}/nowhere: no such model folder or file"),
     ([*AIRL, "--reward-init", "{tmp}/nowhere.gguf", *OUT], None, 1,
      "--reward-init {tmp}/nowhere.gguf: no such model folder or file"),
+    (["train", "--init", "{run}", "--gguf-file", "x.gguf", *OUT], None, 1, "--gguf-file x.gguf: no such file in"),
     (["train", "--out", "{tmp}/six.jsonl"], None, 1, "six.jsonl: not a folder"),
     (["train", "--out", "{tmp}/six.jsonl/out"], None, 1, "six.jsonl is not a folder"),
     # rerank (usage: exit 2; files: exit 1), all before sampling

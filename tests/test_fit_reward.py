@@ -262,6 +262,7 @@ def test_line_labels_reach_every_reward_step(base, tmp_path, monkeypatch):
 def test_train_layers_above_the_models_depth_is_one_line(base, tmp_path):
     with pytest.raises(UsageError, match="--train-layers 9: the model has 2 decoder layers"):
         train(from_preset("tiny", "reward", init=str(base), out=str(tmp_path / "r"), train_layers=9, **SMALL))
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
 
 
 def test_trace_scores_by_hand_and_the_eos_is_never_the_lowest_token(monkeypatch):
