@@ -113,7 +113,7 @@ def check_model_paths(cfg: TrainConfig) -> None:
             raise ModelError(f"--{flag} {name}: no such model folder or file")
     folder = Path(cfg.init).expanduser()
     inside = (folder / cfg.gguf_file, folder / "policy" / cfg.gguf_file)  # a model folder, or a run folder's policy
-    if cfg.gguf_file and folder.is_dir() and not any(f.is_file() for f in inside):
+    if cfg.gguf_file and cfg.init and folder.is_dir() and not any(f.is_file() for f in inside):
         raise ModelError(f"--gguf-file {cfg.gguf_file}: no such file in {folder}")
 
 
