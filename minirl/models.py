@@ -112,9 +112,9 @@ def check_model_paths(cfg: TrainConfig) -> None:
         if name and is_missing(name):
             raise ModelError(f"--{flag} {name}: no such model folder or file")
     folder = Path(cfg.init).expanduser()
-    inside = (folder / cfg.gguf_file, folder / "policy" / cfg.gguf_file)  # a model folder, or a run folder's policy
-    if cfg.gguf_file and cfg.init and folder.is_dir() and not any(f.is_file() for f in inside):
-        raise ModelError(f"--gguf-file {cfg.gguf_file}: no such file in {folder}")
+    if cfg.gguf_file and cfg.init and folder.is_dir():  # a model folder, or a run folder with policy/ (as load_lm)
+        if not any((f / cfg.gguf_file).is_file() for f in (folder, folder / "policy")):
+            raise ModelError(f"--gguf-file {cfg.gguf_file}: no such file in {folder}")
 
 
 def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
