@@ -30,7 +30,7 @@ def write_model_card(folder: str | Path, kind: str, cfg_dict: dict, figures: dic
     keys = SETTINGS["*"] + (SETTINGS["rl"] if algo in ("airl", "outcome") else ()) + SETTINGS.get(algo, ())
     if kind == "policy":
         what = (f"The policy of the minirl run `{folder.parent}`: a causal language model trained by "
-                f"{ALGOS.get(algo, algo)}. It is the checkpoint with the best held-out sampled accuracy"
+                f"{ALGOS.get(algo, algo)}. It is the checkpoint with the best sampled accuracy on validation problems"
                 + (f" (step {figures['best_step']})." if (figures or {}).get("best_step") is not None else "."))
     else:
         what = (f"The reward model learned by AIRL in the minirl run `{folder.parent}`: a causal LM backbone "

@@ -111,8 +111,9 @@ class TrainConfig:
                                    "entropy bonus (1 = AIRL's log D - log(1 - D); < 1 sharpens the policy, M4)")
     reward_clip: float = opt(5.0, "clip per-token rewards to [-c, c] (0 = off)")
     # ---- evaluation
-    eval_every: int = opt(20, "iterations/steps between held-out evaluations and checkpoints")
-    eval_questions: int = opt(100, "held-out questions in the periodic evaluation (reward: in every evaluation)")
+    eval_every: int = opt(20, "iterations/steps between evaluations and checkpoints")
+    eval_questions: int = opt(100, "validation questions in the periodic evaluation, which picks the best "
+                                   "checkpoint (none of them a test problem; --algo reward: test problems)")
     final_questions: int = opt(500, "held-out questions in the final evaluation")
     eval_batch: int = opt(256, "sequences sampled and scored at once in evaluation (lower it for big models)")
     eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k)")

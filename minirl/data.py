@@ -86,32 +86,40 @@ def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
 
 
 def load_tasks(cfg: TrainConfig) -> dict[str, list[dict]]:
-    """{"demos", "rl", "test", "corpus"}: the synthetic world, or GSM8K split by `cfg`. RL prompts are never
-    demonstration problems, or AIRL turns into disguised imitation (M9)."""
+    """{"demos", "rl", "test", "valid", "corpus"}: the synthetic world, or GSM8K split by `cfg`. RL prompts are never
+    demonstration problems, or AIRL turns into disguised imitation (M9). The best checkpoint is chosen on "valid"
+    (`eval_questions` problems, disjoint from the rest), so that "test", the reported evaluation, never picks it."""
     if cfg.data == "synthetic":
-        return synthetic_tasks(cfg.seed, n_demos=cfg.n_demos, n_corpus=cfg.n_corpus,
+        return synthetic_tasks(cfg.seed, n_demos=cfg.n_demos, n_corpus=cfg.n_corpus, n_valid=cfg.eval_questions,
                                misconception_rate=cfg.misconception_rate, leave_out=cfg.leave_out or None)
     train = load_gsm8k(str(Path(cfg.data).expanduser()))
     random.Random(cfg.seed).shuffle(train)
+    held_out = cfg.eval_questions + (0 if cfg.test_data else cfg.final_questions)  # taken from the shuffled tail
+    if len(train) <= held_out:
+        raise DataError(f"{cfg.data}: {len(train)} problems, and {held_out} of them are held out for evaluation "
+                        f"(--eval-questions {cfg.eval_questions} for validation"
+                        + ("" if cfg.test_data else f", --final-questions {cfg.final_questions} for the test")
+                        + "), none left to train on")
+    train, valid = train[: -cfg.eval_questions], train[-cfg.eval_questions:]
     if cfg.test_data:
         test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
-    elif len(train) <= cfg.final_questions:
-        raise DataError(f"{cfg.data}: {len(train)} problems, and --final-questions {cfg.final_questions} of them are "
-                        "held out for evaluation, none left to train on; give --test-data or lower --final-questions")
     else:  # hold out the tail of the shuffled training set
         train, test = train[: -cfg.final_questions], train[-cfg.final_questions:]
     if not cfg.calculator_annotations:
-        train, test = ([{**t, "answer": strip_calculator(t["answer"])} for t in part] for part in (train, test))
-    return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "corpus": train}
+        train, test, valid = ([{**t, "answer": strip_calculator(t["answer"])} for t in part]
+                              for part in (train, test, valid))
+    return {"demos": train[: cfg.n_demos], "rl": train[cfg.n_demos:] or train, "test": test, "valid": valid,
+            "corpus": train}
 
 
 def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
     """Refuse, in one line naming the data, a data set too small for what `cfg` asks of it."""
     synthetic = cfg.data == "synthetic"
     error, where = (UsageError, "the synthetic world") if synthetic else (DataError, cfg.data)
-    wanted = max(cfg.eval_questions, cfg.final_questions)
+    # the reward model alone is evaluated on test problems throughout; a policy only at the end ("valid" before)
+    flag, wanted = ("--eval-questions", cfg.eval_questions) if cfg.algo == "reward" else ("--final-questions",
+                                                                                          cfg.final_questions)
     if len(tasks["test"]) < wanted:
-        flag = "--eval-questions" if cfg.eval_questions > cfg.final_questions else "--final-questions"
         raise error(f"{cfg.test_data if cfg.test_data and not synthetic else where}: {len(tasks['test'])} held-out "
                     f"problems, fewer than the evaluation asks for ({flag} {wanted})")
     if cfg.algo in ("airl", "outcome") and len(tasks["rl"]) < cfg.prompts_per_iter:
@@ -124,7 +132,8 @@ def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
 def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:
     """The synthetic world (minirl.world) as tasks: "demos" (clean expert solutions),
     "corpus" (the pretraining corpus, misconceptions applied), "rl" (the corpus problems
-    with their correct solutions, as RL prompts) and "test" (held-out problems)."""
+    with their correct solutions, as RL prompts), "test" (held-out problems) and "valid"
+    (the problems the best checkpoint is chosen on)."""
     world = make_world(seed, **world_kwargs)
 
     def task(p, answer: str) -> dict:
@@ -133,7 +142,8 @@ def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:
     return {"demos": [task(p, p.solution()) for p in world.demos],
             "corpus": [task(p, sol) for p, sol in world.corpus],
             "rl": [task(p, p.solution()) for p, _ in world.corpus],
-            "test": [task(p, p.solution()) for p in world.test]}
+            "test": [task(p, p.solution()) for p in world.test],
+            "valid": [task(p, p.solution()) for p in world.valid]}
 
 
 # ---------------------------------------------------------------- answers

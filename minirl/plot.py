@@ -4,7 +4,8 @@ It reads only a run folder's files (see minirl.runs) and imports nothing from to
 machine with matplotlib (`pip install -e '.[plot]'`). metrics.jsonl rows come in four kinds, told apart by their
 step key:
   iter         a PPO iteration: reward_per_seq, approx_kl, kl_ref, clip_frac, entropy, response_len, disc_* (AIRL)
-  eval_step    a held-out evaluation: sampled_acc, reward_auroc, logprob_auroc, ...
+  eval_step    an evaluation on validation problems (--algo reward: on test problems): sampled_acc, reward_auroc,
+               logprob_auroc, ...
   warmup_step  a discriminator step before PPO (M2): disc_loss, disc_acc_expert / _policy / _perturbed (tutorial
                step 03 writes its discriminator-only steps so too)
   step         a pretraining or SFT step (M6): loss
@@ -28,8 +29,8 @@ from minirl.config import UserError
 MISSING = "minirl plot needs matplotlib: pip install -e '.[plot]'"
 # (title, row kind, keys): one panel each, in this order; "disc" = warm-up steps, then iterations
 CURVES = [
-    ("held-out sampled accuracy", "eval_step", ("sampled_acc",)),
-    ("held-out AUROC in question (M7)", "eval_step", ("reward_auroc", "logprob_auroc")),
+    ("validation sampled accuracy", "eval_step", ("sampled_acc",)),
+    ("validation AUROC in question (M7)", "eval_step", ("reward_auroc", "logprob_auroc")),
     ("discriminator accuracy (M2)", "disc", ("disc_acc_expert", "disc_acc_policy", "disc_acc_perturbed")),
     ("discriminator mean logit (M2)", "disc", ("disc_logit_expert", "disc_logit_policy", "disc_logit_perturbed")),
     ("discriminator loss (0.69 = log 2)", "disc", ("disc_loss",)),

@@ -6,8 +6,8 @@ A run folder holds:
   tensorboard/     the same numbers as tensorboard events, with --report-to tensorboard (tags "iter/approx_kl",
                    "eval_step/sampled_acc", ...; after --resume the steps past the checkpoint appear twice there)
   summary.json     the final held-out evaluation
-  policy/          the best policy by held-out sampled accuracy; reward/ the reward model (AIRL); each with a
-                   model card README.md (`write_model_card`)
+  policy/          the best policy by sampled accuracy on validation problems (never test ones); reward/ the
+                   reward model (AIRL); each with a model card README.md (`write_model_card`)
   checkpoint-N/    the latest complete checkpoint (weights, optimiser states, state.json)
   checkpoint.json  names that folder; written last, by an atomic rename, so a crash mid-write leaves the
                    previous checkpoint in force

@@ -4,7 +4,7 @@
   - `pretrain` / `sft`: completion-only cross-entropy (`train_sft`), or
   - `airl` / `outcome`: the RL loop (`train_rl`). Each iteration reads
         sample -> reward -> advantages -> PPO update,
-    one call each, with held-out evaluation and a checkpoint every `eval_every` iterations.
+    one call each, with an evaluation on validation problems and a checkpoint every `eval_every` iterations.
 Lines marked `ALGO LOGIC` are the ones a student is meant to change (as in CleanRL).
 The run folder it writes is described in `minirl.runs`.
 """
@@ -90,7 +90,7 @@ def train(cfg: TrainConfig) -> dict:
     try:
         if cfg.algo in ("pretrain", "sft"):
             return train_sft(cfg, run, policy, tokenizer, data["corpus" if cfg.algo == "pretrain" else "demos"],
-                             data["test"])
+                             data["valid"], data["test"])
         if cfg.algo == "reward":
             return fit_reward(cfg, run, policy, tokenizer, data)
         return train_rl(cfg, run, policy, tokenizer, data)
@@ -111,10 +111,11 @@ def ensure_pretrained(base: TrainConfig) -> None:
 
 
 def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, best_step: int, policy,
-                           tokenizer, test: list[dict], reward_model=None) -> tuple[float, int]:
-    """Held-out evaluation on `eval_questions`; the policy is saved to policy/ when it beats `best_acc`
-    (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step."""
-    figures = evaluate(cfg, policy, tokenizer, test[: cfg.eval_questions], reward_model)
+                           tokenizer, valid: list[dict], reward_model=None) -> tuple[float, int]:
+    """Evaluation on the `eval_questions` validation problems; the policy is saved to policy/ when it beats
+    `best_acc` (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step. The test
+    problems are never used here: the checkpoint they report on is not chosen by them."""
+    figures = evaluate(cfg, policy, tokenizer, valid[: cfg.eval_questions], reward_model)
     if figures["sampled_acc"] > best_acc:
         best_acc, best_step = figures["sampled_acc"], step
         runs.require_finite(policy, "the policy")
@@ -143,7 +144,7 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
         write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
     Console().print(summary_table(summary, f"{cfg.algo} · {run.folder}"))
     if best_step == 0 and cfg.steps > 0:
-        runs.console.print("[yellow]training never beat the starting policy on the held-out evaluation: policy/ "
+        runs.console.print("[yellow]training never beat the starting policy on the validation problems: policy/ "
                            "is the starting policy (step 0)[/]")
     return summary
 
@@ -151,7 +152,8 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
 # ---------------------------------------------------------------- warm start and SFT (M6)
 
 
-def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], test: list[dict]) -> dict:
+def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], valid: list[dict],
+              test: list[dict]) -> dict:
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
@@ -170,7 +172,7 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             if not lone_final:
                 best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
-                                                             tokenizer, test)
+                                                             tokenizer, valid)
             runs.save_checkpoint(run, step + 1, best_acc, best_step, policy, tokenizer, optimizers)
             policy.train()
     return finish(cfg, run, policy, tokenizer, test, best_step=cfg.steps if lone_final else best_step)
@@ -263,8 +265,9 @@ def make_optimizers(cfg: TrainConfig, policy, value_head, reward_model) -> dict:
 
 
 def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
-    """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, with held-out evaluation and a checkpoint every
-    `eval_every` iterations; the starting policy is evaluated first and kept unless training beats it."""
+    """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, with an evaluation on validation problems and a
+    checkpoint every `eval_every` iterations; the starting policy is evaluated first and kept unless training beats
+    it."""
     device = next(policy.parameters()).device
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
     reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
@@ -274,7 +277,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
     if start == 0:  # the starting policy is a candidate too: training must beat it to replace it
         if cfg.steps > 0:  # (with no training it is the only one, and finish() evaluates it)
             best_acc, best_step = evaluate_and_keep_best(cfg, run, 0, best_acc, best_step, policy, tokenizer,
-                                                         data["test"])
+                                                         data["valid"])
         if reward_model is not None and not cfg.reward_from:  # a reward from another run is trained already
             warm_up_discriminator(cfg, run, reward_model, optimizers["disc"], policy, tokenizer, data["demos"],
                                   data["rl"])
@@ -285,7 +288,7 @@ def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> 
         run.log(rl_iteration(cfg, it, policy, tokenizer, data, optimizers, value_head, reward_model, reference))
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:
             best_acc, best_step = evaluate_and_keep_best(cfg, run, it + 1, best_acc, best_step, policy, tokenizer,
-                                                         data["test"], reward_model)
+                                                         data["valid"], reward_model)
             runs.save_checkpoint(run, it + 1, best_acc, best_step, policy, tokenizer, optimizers, reward_model,
                                  value_head)
     return finish(cfg, run, policy, tokenizer, data["test"], reward_model, best_step)

@@ -187,7 +187,8 @@ TEMPLATES = [_half_total, _buy_then_lose, _times_total, _times_more, _lose_more,
 class World:
     demos: list[Problem]  # clean expert demonstrations (M1)
     corpus: list[tuple[Problem, str]]  # pretraining corpus: (problem, possibly misconceived solution)
-    test: list[Problem]  # held-out problems
+    test: list[Problem]  # held-out problems: the reported evaluation
+    valid: list[Problem]  # validation problems: the best checkpoint is chosen on these, never on `test`
 
 
 def make_problem(rng: random.Random) -> Problem:
@@ -201,9 +202,10 @@ def corpus_solution(problem: Problem, rng: random.Random, rate: float) -> str:
 
 
 def make_world(seed: int = 0, n_demos: int = 400, n_corpus: int = 20000, n_test: int = 500,
-               misconception_rate: float = 0.6, leave_out: str | None = None) -> World:
-    """Build the three disjoint parts. `leave_out` names a misconception whose cued problems
-    are kept out of the demonstrations (they stay in the corpus and the test set)."""
+               misconception_rate: float = 0.6, leave_out: str | None = None, n_valid: int = 100) -> World:
+    """Build the four disjoint parts. `leave_out` names a misconception whose cued problems
+    are kept out of the demonstrations (they stay in the corpus and the test set). The validation
+    problems are drawn last, so the other three do not depend on `n_valid`."""
     if leave_out is not None and leave_out not in MISCONCEPTIONS:
         raise UserError(f"unknown misconception {leave_out!r}; choose from {', '.join(MISCONCEPTIONS)}")
     rng = random.Random(seed)
@@ -221,4 +223,4 @@ def make_world(seed: int = 0, n_demos: int = 400, n_corpus: int = 20000, n_test:
     test = fresh(n_test)
     demos = fresh(n_demos, lambda p: leave_out not in p.cues)
     corpus = [(p, corpus_solution(p, rng, misconception_rate)) for p in fresh(n_corpus)]
-    return World(demos, corpus, test)
+    return World(demos, corpus, test, fresh(n_valid))

@@ -7,6 +7,7 @@ import operator
 import os
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -236,11 +237,37 @@ def test_gsm8k_runs_strip_annotations_unless_asked(tmp_path: Path) -> None:
     path = tmp_path / "g.jsonl"
     path.write_text("".join(f'{{"question": "q{i}", "answer": "2*{i} = <<2*{i}={2 * i}>>{2 * i}\\n#### {2 * i}"}}\n'
                             for i in range(6)), encoding="utf-8")
-    stripped = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2))
-    assert all("<<" not in t["answer"] for part in ("demos", "rl", "test") for t in stripped[part])
+    stripped = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2, eval_questions=1))
+    assert all("<<" not in t["answer"] for part in ("demos", "rl", "test", "valid") for t in stripped[part])
     assert len(stripped["test"]) == 2 and is_correct(stripped["test"][0]["answer"], stripped["test"][0]["answer"])
-    kept = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2, calculator_annotations=True))
-    assert all("<<" in t["answer"] for t in kept["demos"] + kept["test"])
+    kept = load_tasks(TrainConfig(data=str(path), n_demos=2, final_questions=2, eval_questions=1,
+                                  calculator_annotations=True))
+    assert all("<<" in t["answer"] for t in kept["demos"] + kept["test"] + kept["valid"])
+
+
+@pytest.mark.parametrize("test_file", [False, True])
+def test_gsm8k_validation_problems_are_apart_from_every_other_part(tmp_path: Path, test_file: bool) -> None:
+    """The best checkpoint is chosen on "valid": never a test problem, a demonstration or an RL prompt, with or
+    without --test-data; the demonstrations are the same problems whatever the number of validation problems."""
+    from minirl.config import TrainConfig
+    from minirl.data import load_tasks
+
+    def write(name: str, n: int) -> str:
+        path = tmp_path / name
+        path.write_text("".join(f'{{"question": "{name} {i}", "answer": "{i}\\n#### {i}"}}\n' for i in range(n)))
+        return str(path)
+
+    cfg = TrainConfig(data=write("train", 30), test_data=write("test", 8) if test_file else "", n_demos=6,
+                      final_questions=8, eval_questions=5)
+    tasks = load_tasks(cfg)
+    questions = {part: {t["question"] for t in tasks[part]} for part in ("demos", "rl", "test", "valid")}
+    assert len(tasks["valid"]) == 5 and len(tasks["test"]) == 8
+    assert len(tasks["rl"]) == 30 - 6 - 5 - (0 if test_file else 8)
+    for part in ("demos", "rl", "test"):
+        assert not questions["valid"] & questions[part], part
+    assert tasks["demos"] == load_tasks(replace(cfg, eval_questions=2))["demos"]
+    with pytest.raises(DataError, match=r"30 problems, and 30 of them are held out for evaluation \(--eval-questions"):
+        load_tasks(replace(cfg, eval_questions=30 if test_file else 22))
 
 
 # ---------------------------------------------------------------- the synthetic world
@@ -297,8 +324,19 @@ def test_world_parts_are_disjoint() -> None:
     demos = {p.question for p in w.demos}
     corpus = {p.question for p, _ in w.corpus}
     test = {p.question for p in w.test}
-    assert (len(demos), len(corpus), len(test)) == (300, 2000, 300)  # no duplicates inside a part either
+    valid = {p.question for p in w.valid}
+    assert (len(demos), len(corpus), len(test), len(valid)) == (300, 2000, 300, 100)  # no duplicates in a part either
     assert not demos & corpus and not demos & test and not corpus & test
+    assert not valid & (demos | corpus | test)
+
+
+def test_world_validation_problems_are_drawn_last() -> None:
+    """The number of validation problems changes no other part of the world (its runs stay comparable)."""
+    few, many = (make_world(0, n_demos=50, n_corpus=300, n_test=50, n_valid=n) for n in (0, 30))
+    assert len(few.valid) == 0 and len(many.valid) == 30
+    assert [p.question for p in few.test] == [p.question for p in many.test]
+    assert [p.question for p in few.demos] == [p.question for p in many.demos]
+    assert [s for _, s in few.corpus] == [s for _, s in many.corpus]
 
 
 def test_world_solutions_are_arithmetically_right(world) -> None:
@@ -373,8 +411,8 @@ def test_forgot_last_step_needs_its_cue() -> None:
 
 
 def test_synthetic_tasks_layout() -> None:
-    tasks = synthetic_tasks(0, n_demos=7, n_corpus=11, n_test=5, misconception_rate=1.0)
-    assert {k: len(v) for k, v in tasks.items()} == {"demos": 7, "corpus": 11, "rl": 11, "test": 5}
+    tasks = synthetic_tasks(0, n_demos=7, n_corpus=11, n_test=5, n_valid=3, misconception_rate=1.0)
+    assert {k: len(v) for k, v in tasks.items()} == {"demos": 7, "corpus": 11, "rl": 11, "test": 5, "valid": 3}
     # "rl" holds the corpus problems with their correct solutions
     for c, r in zip(tasks["corpus"], tasks["rl"], strict=True):
         assert c["question"] == r["question"]

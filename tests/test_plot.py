@@ -51,7 +51,7 @@ def test_curves_of_two_runs(tmp_path: Path) -> None:
     kl_ref = "KL to the start, per trace (M4)"  # only nulls logged: no panel
     assert kl_ref not in titles and len(titles) == len(plot.CURVES) - 1
     assert [t for t, _, _ in plot.curve_panels({"sft": runs["sft"]})] == [
-        "held-out sampled accuracy", "held-out AUROC in question (M7)", "pretraining / SFT loss"]
+        "validation sampled accuracy", "validation AUROC in question (M7)", "pretraining / SFT loss"]
     out = plot.plot_runs([tmp_path / "airl", tmp_path / "sft"], tmp_path / "figs" / "both.png")
     assert out == tmp_path / "figs" / "both.png" and out.read_bytes().startswith(PNG)
 
@@ -164,7 +164,7 @@ def test_saved_models_carry_a_model_card(micro_airl: Path) -> None:
         assert "| algo | `airl` |" in card and "| disc_warmup | `2` |" in card and "| kl_beta | `0.02` |" in card
         assert f"| sampled_acc | {summary['sampled_acc']:.3f} |" in card and "wall_s" not in card
         assert "AutoModelForCausalLM.from_pretrained" in card
-    assert f"best held-out sampled accuracy (step {summary['best_step']})" in policy_card
+    assert f"best sampled accuracy on validation problems (step {summary['best_step']})" in policy_card
     assert f'load_lm("{micro_airl / "policy"}")' in policy_card
     assert f'from_pretrained("{micro_airl / "reward" / "backbone"}")' in reward_card
     assert f'RewardModel.load("{micro_airl / "reward"}")' in reward_card and "`token` head" in reward_card

@@ -219,6 +219,27 @@ def test_a_lone_final_evaluation_is_left_to_finish(base_run, tmp_path):
     assert "reward_auroc" in reward_only
 
 
+def test_the_best_checkpoint_is_chosen_on_validation_problems_never_on_test_ones(base_run, tmp_path, monkeypatch):
+    """Every evaluation during training (the start's included) reads the validation problems; only the final one,
+    whose figures are reported, reads test problems: a checkpoint is never chosen by the problems it reports on."""
+    from minirl.data import load_tasks
+
+    seen = []
+
+    def recording(cfg, policy, tokenizer, tasks, *args, **kwargs):
+        seen.append({t["question"] for t in tasks})
+        return evaluate(cfg, policy, tokenizer, tasks, *args, **kwargs)
+
+    evaluate = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", recording)
+    cfg = airl_config(base_run[0], tmp_path / "airl")
+    train(cfg)
+    data = load_tasks(cfg)
+    valid, test = ({t["question"] for t in data[part]} for part in ("valid", "test"))
+    assert len(seen) == 4 and seen[:3] == [valid] * 3  # iterations 0, 2 and 4
+    assert seen[3] == {t["question"] for t in data["test"][: cfg.final_questions]} and not valid & test
+
+
 def test_bf16_on_a_cpu_uses_plain_matmul_attention(tmp_path):
     from minirl.data import load_tasks
     from minirl.models import load_policy
