@@ -220,6 +220,9 @@ INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)",
              "seed": "[0, 4294967295]"}
 
 
+SYNTHETIC_PROBLEMS = 200_000  # distinct problems the synthetic world draws in seconds (~9 s; 2M would take hours)
+
+
 def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse, in one line, any setting that cannot work; returns `cfg` unchanged."""
     for name, allowed in CHOICES.items():
@@ -257,6 +260,10 @@ def check(cfg: TrainConfig) -> TrainConfig:
         raise UsageError("give --resume or --overwrite, not both")
     if cfg.resume and cfg.lora_rank > 0:
         raise UsageError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
+    if cfg.data == "synthetic" and (asked := cfg.n_demos + cfg.n_corpus + cfg.eval_questions) > SYNTHETIC_PROBLEMS:
+        raise UsageError(f"the synthetic world: --n-demos {cfg.n_demos}, --n-corpus {cfg.n_corpus} and "
+                         f"--eval-questions {cfg.eval_questions} ask for {asked:,} distinct problems, more than the "
+                         f"{SYNTHETIC_PROBLEMS:,} it can draw in seconds")
     if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
         raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
     return cfg

@@ -119,6 +119,8 @@ TABLE = [
      "was trained with --head token --form airl: give the same here"),
     ([*AIRL, "--reward-from", "{tmp}", *OUT], None, 1, "no reward model in that run (no reward/ inside)"),
     (["train", "--reward-from", "{tmp}/nowhere", *OUT], None, 1, "no reward model in that run"),  # no base built
+    (["train", "--eval-questions", "1000000", *OUT], None, 2,
+     "the synthetic world: --n-demos 400, --n-corpus 20000 and --eval-questions 1000000 ask for 1,020,400 distinct"),
     (["train", "--final-questions", "600", "--n-corpus", "300", *OUT], None, 2,
      "the synthetic world: 500 held-out problems, fewer than the evaluation asks for (--final-questions 600)"),
     # train: bad data, run folders and places to write (exit 1)
