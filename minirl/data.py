@@ -99,7 +99,7 @@ def load_tasks(cfg: TrainConfig) -> dict[str, list[dict]]:
         raise DataError(f"{cfg.data}: {len(train)} problems, and {held_out} of them are held out for evaluation "
                         f"(--eval-questions {cfg.eval_questions} for validation"
                         + ("" if cfg.test_data else f", --final-questions {cfg.final_questions} for the test")
-                        + "), none left to train on")
+                        + "), none left to train on; lower " + ("it" if cfg.test_data else "them or give --test-data"))
     train, valid = train[: -cfg.eval_questions], train[-cfg.eval_questions:]
     if cfg.test_data:
         test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
