@@ -56,7 +56,8 @@ def score(run: Path = typer.Argument(..., help="a run folder with a reward model
         title = f"{solutions}: {len(records)} questions, {both} with a right and a wrong response"
         console = Console() if sys.stdout.isatty() else Console(width=160)  # a log file: no wrapping at 80 columns
         console.print(title, markup=False)
-        console.print(rerank_table_view(figures, ks, f"best of {n_min} and AUROC of each score"))
+        console.print(rerank_table_view(figures, ks, "success@k: a right one among the top k of a question's "
+                                                      "responses; AUROC of each score"))
         for line in auroc_interval_lines(figures, INTERVALS):
             console.print(line, markup=False)
         if samples:
