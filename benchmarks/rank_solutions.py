@@ -102,6 +102,8 @@ def sample(run: Path = typer.Argument(..., help="a run folder: its policy answer
            temperature: float = typer.Option(0.7, min=0.01), max_new_tokens: int = typer.Option(256, min=1)) -> None:
     with user_errors():
         tasks = [t for t in load_gsm8k(str(data))[skip:] if t["answer"].count("<<") <= max_steps][:questions]
+        if not tasks:
+            raise DataError(f"{data}: no problem after the first {skip} has at most {max_steps} calculation steps")
         done = {row["question"] for _, row in read_jsonl(out)} if out.exists() else set()
         todo = [t for t in tasks if t["question"] not in done]
         policy, tokenizer, _, _ = runs.load_run(run)

@@ -77,3 +77,5 @@ def test_sample_answers_easy_problems_after_the_skipped_ones_and_continues(bench
     again = CliRunner().invoke(bench.app, args)
     assert again.exit_code == 0 and "2 problems were there, 0 sampled now" in again.output
     assert len(out.read_text().splitlines()) == 6
+    none = CliRunner().invoke(bench.app, [*args[:-2], "--max-new-tokens", "6", "--skip", "5"])
+    assert none.exit_code == 1 and "gsm.jsonl: no problem after the first 5 has at most 2" in none.output
