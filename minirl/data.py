@@ -96,10 +96,13 @@ def load_tasks(cfg: TrainConfig) -> dict[str, list[dict]]:
     random.Random(cfg.seed).shuffle(train)
     held_out = cfg.eval_questions + (0 if cfg.test_data else cfg.final_questions)  # taken from the shuffled tail
     if len(train) <= held_out:
+        if cfg.test_data:
+            flags, fix = f"--eval-questions {cfg.eval_questions}", "lower it"
+        else:
+            flags = f"--eval-questions {cfg.eval_questions}, --final-questions {cfg.final_questions}"
+            fix = "lower them or give --test-data"
         raise DataError(f"{cfg.data}: {len(train)} problems, and {held_out} of them are held out for evaluation "
-                        f"(--eval-questions {cfg.eval_questions} for validation"
-                        + ("" if cfg.test_data else f", --final-questions {cfg.final_questions} for the test")
-                        + "), none left to train on; lower " + ("it" if cfg.test_data else "them or give --test-data"))
+                        f"({flags}), none left to train on; {fix}")
     train, valid = train[: -cfg.eval_questions], train[-cfg.eval_questions:]
     if cfg.test_data:
         test = load_gsm8k(str(Path(cfg.test_data).expanduser()))
@@ -116,9 +119,10 @@ def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
     """Refuse, in one line naming the data, a data set too small for what `cfg` asks of it."""
     synthetic = cfg.data == "synthetic"
     error, where = (UsageError, "the synthetic world") if synthetic else (DataError, cfg.data)
-    # the reward model alone is evaluated on test problems throughout; a policy only at the end ("valid" before)
-    flag, wanted = ("--eval-questions", cfg.eval_questions) if cfg.algo == "reward" else ("--final-questions",
-                                                                                          cfg.final_questions)
+    if cfg.algo == "reward":  # the reward model alone is evaluated on test problems throughout
+        flag, wanted = "--eval-questions", cfg.eval_questions
+    else:  # a policy meets them only in the final evaluation ("valid" before)
+        flag, wanted = "--final-questions", cfg.final_questions
     if len(tasks["test"]) < wanted:
         raise error(f"{cfg.test_data if cfg.test_data and not synthetic else where}: {len(tasks['test'])} held-out "
                     f"problems, fewer than the evaluation asks for ({flag} {wanted})")

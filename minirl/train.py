@@ -89,8 +89,7 @@ def train(cfg: TrainConfig) -> dict:
     run = runs.start(folder, cfg)
     try:
         if cfg.algo in ("pretrain", "sft"):
-            return train_sft(cfg, run, policy, tokenizer, data["corpus" if cfg.algo == "pretrain" else "demos"],
-                             data["valid"], data["test"])
+            return train_sft(cfg, run, policy, tokenizer, data)
         if cfg.algo == "reward":
             return fit_reward(cfg, run, policy, tokenizer, data)
         return train_rl(cfg, run, policy, tokenizer, data)
@@ -112,10 +111,9 @@ def ensure_pretrained(base: TrainConfig) -> None:
 
 def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, best_step: int, policy,
                            tokenizer, valid: list[dict], reward_model=None) -> tuple[float, int]:
-    """Evaluation on the `eval_questions` validation problems; the policy is saved to policy/ when it beats
-    `best_acc` (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step. The test
-    problems are never used here: the checkpoint they report on is not chosen by them."""
-    figures = evaluate(cfg, policy, tokenizer, valid[: cfg.eval_questions], reward_model)
+    """Evaluation on the validation problems, never test ones; the policy is saved to policy/ when it beats
+    `best_acc` (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step."""
+    figures = evaluate(cfg, policy, tokenizer, valid, reward_model)  # load_tasks drew `eval_questions` of them
     if figures["sampled_acc"] > best_acc:
         best_acc, best_step = figures["sampled_acc"], step
         runs.require_finite(policy, "the policy")
@@ -152,8 +150,8 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
 # ---------------------------------------------------------------- warm start and SFT (M6)
 
 
-def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[dict], valid: list[dict],
-              test: list[dict]) -> dict:
+def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
+    tasks = data["corpus" if cfg.algo == "pretrain" else "demos"]
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * s / max(1, cfg.steps))
@@ -172,10 +170,10 @@ def train_sft(cfg: TrainConfig, run: runs.Run, policy, tokenizer, tasks: list[di
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             if not lone_final:
                 best_acc, best_step = evaluate_and_keep_best(cfg, run, step + 1, best_acc, best_step, policy,
-                                                             tokenizer, valid)
+                                                             tokenizer, data["valid"])
             runs.save_checkpoint(run, step + 1, best_acc, best_step, policy, tokenizer, optimizers)
             policy.train()
-    return finish(cfg, run, policy, tokenizer, test, best_step=cfg.steps if lone_final else best_step)
+    return finish(cfg, run, policy, tokenizer, data["test"], best_step=cfg.steps if lone_final else best_step)
 
 
 # ---------------------------------------------------------------- AIRL and outcome RL (M2-M4)
@@ -265,9 +263,8 @@ def make_optimizers(cfg: TrainConfig, policy, value_head, reward_model) -> dict:
 
 
 def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
-    """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, with an evaluation on validation problems and a
-    checkpoint every `eval_every` iterations; the starting policy is evaluated first and kept unless training beats
-    it."""
+    """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, a validation evaluation and a checkpoint every
+    `eval_every` iterations; the starting policy is evaluated first and kept unless training beats it."""
     device = next(policy.parameters()).device
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
     reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
