@@ -27,7 +27,7 @@ import torch
 import typer
 
 from minirl import runs
-from minirl.config import config_from, from_preset
+from minirl.config import TrainConfig, config_from, from_preset
 from minirl.data import format_prompt, is_correct, synthetic_tasks
 from minirl.models import load_lm
 from minirl.train import make_optimizers, rl_iteration, train
@@ -59,11 +59,7 @@ def main(base: Path = typer.Option(Path("runs/base-tiny-s0"), help="base policy:
     if threads:
         torch.set_num_threads(threads)
     base = base_policy(base, pretrain_steps)
-    saved = config_from(json.loads((base / "config.json").read_text()))
-    cfg = from_preset("tiny", "outcome", init=str(base), seed=seed, steps=iters + 1, prompts_per_iter=PROMPTS,
-                      samples_per_prompt=SAMPLES, max_new_tokens=MAX_NEW, ppo_epochs=1, minibatch_size=64,
-                      kl_beta=0.0, lr=LR, temperature=1.0, top_p=1.0, precision="fp32", n_corpus=saved.n_corpus,
-                      misconception_rate=saved.misconception_rate)
+    cfg = minirl_config(base, iters, seed)
     data = synthetic_tasks(seed, n_corpus=cfg.n_corpus, misconception_rate=cfg.misconception_rate)
     torch.manual_seed(seed)
     policy, tokenizer = load_lm(str(base))  # minirl's copy
@@ -110,17 +106,32 @@ def main(base: Path = typer.Option(Path("runs/base-tiny-s0"), help="base policy:
                               processing_class=tokenizer, callbacks=[Interleave()])
         trainer.train()
 
+    print(json.dumps({**summary(times, lengths, ratio_first), "iters": iters, "base": str(base),
+                      "threads": torch.get_num_threads()}))
+
+
+def minirl_config(base: Path, iters: int, seed: int) -> TrainConfig:
+    """minirl's side of the equal work: the tiny preset's outcome RL from `base`, with TRL's settings above."""
+    saved = config_from(json.loads((base / "config.json").read_text()))
+    return from_preset("tiny", "outcome", init=str(base), seed=seed, steps=iters + 1, prompts_per_iter=PROMPTS,
+                       samples_per_prompt=SAMPLES, max_new_tokens=MAX_NEW, ppo_epochs=1, minibatch_size=64,
+                       kl_beta=0.0, lr=LR, temperature=1.0, top_p=1.0, precision="fp32", n_corpus=saved.n_corpus,
+                       misconception_rate=saved.misconception_rate)
+
+
+def summary(times: dict[str, list[float]], lengths: dict[str, list[float]], ratio_first: list[float]) -> dict:
+    """Medians of each side's step times (the first step dropped), minirl's split, the completion lengths, and a
+    warning when the two sides generated lengths too different for the times to compare."""
     med = {k: statistics.median(v[1:]) for k, v in times.items()}
     mean_len = {k: statistics.mean(v[1:]) for k, v in lengths.items() if len(v) > 1}
     result = {"trl_step_s": round(med["trl"], 4), "minirl_iter_s": round(med["minirl"], 4),
               "speedup": round(med["trl"] / med["minirl"], 3),
               "minirl_split_s": {k[2:]: round(med[k], 4) for k in ("s_sample", "s_score", "s_update")},
               "mean_completion_len": {k: round(v, 1) for k, v in mean_len.items()},
-              "ratio_first_max_error": max(abs(r - 1) for r in ratio_first),
-              "iters": iters, "base": str(base), "threads": torch.get_num_threads()}
+              "ratio_first_max_error": max(abs(r - 1) for r in ratio_first)}
     if len(mean_len) == 2 and abs(mean_len["trl"] - mean_len["minirl"]) > 0.15 * max(mean_len.values()):
         result["warning"] = "the two sides generated completions of different lengths: the times are not comparable"
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
