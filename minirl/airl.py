@@ -25,11 +25,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
 
 from minirl.config import TrainConfig, UsageError, UserError
 from minirl.data import format_prompt, perturb
-from minirl.models import RewardModel, autocast, check_same_tokenizer, load_lm, pick_device, token_logprobs
+from minirl.models import (
+    RewardModel,
+    autocast,
+    check_same_tokenizer,
+    load_lm,
+    load_tokenizer,
+    pick_device,
+    token_logprobs,
+)
 from minirl.rollout import Batch, make_batch, micro_batches, sample_answers, text_ids
 from minirl.runs import Run, saved_config
 
@@ -272,7 +279,7 @@ def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
         lm = copy.deepcopy(policy)
     else:
         lm, reward_tokenizer = load_lm(str(Path(cfg.reward_init).expanduser()), dtype=pick_device()[1])
-        check_same_tokenizer(tokenizer, reward_tokenizer)
+        check_same_tokenizer(tokenizer, reward_tokenizer, f"--reward-init {cfg.reward_init}")
     return RewardModel(lm.train(), cfg.head)
 
 
@@ -289,7 +296,8 @@ def check_reward_from(cfg: TrainConfig, tokenizer=None) -> None:
         raise UsageError(f"--reward-from {cfg.reward_from} was trained with --head {head} --form "
                          f"{form or cfg.form}: give the same here")
     if tokenizer is not None:
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(folder / "reward" / "backbone")))
+        backbone = load_tokenizer(folder / "reward" / "backbone")
+        check_same_tokenizer(tokenizer, backbone, f"--reward-from {cfg.reward_from}")
 
 
 def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel, optimizer: torch.optim.Optimizer,

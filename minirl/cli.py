@@ -146,7 +146,7 @@ def rerank(
 ) -> None:
     import time
 
-    from minirl import tables
+    from minirl import runs, tables
     from minirl.rerank import load_records, rerank_table, save_records
     from minirl.reward import run_default_score
 
@@ -154,6 +154,8 @@ def rerank(
         check_rerank_options(n, questions, max_new_tokens, seed, out, samples)
         started = time.time()
         if from_samples:
+            if not Path(run).is_dir():  # read for the run's default score only, yet named: it must exist
+                raise runs.RunError(f"--run {run}: no such run folder")
             records = load_records(from_samples)
         else:
             records = sample_records(run, reward_from, data, questions, n, max_new_tokens, seed)
@@ -179,6 +181,8 @@ def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int,
     for name, value, lowest in (("n", n, 1), ("questions", questions, 1), ("max-new-tokens", max_new_tokens, 0),
                                 ("seed", seed, 0)):
         check_range(name, value, lowest)
+    if n > 1024:  # the paper samples 16; a typo's extra zeros would sit in sampling, or fill the memory, for hours
+        raise UsageError(f"--n {n}: at most 1024 samples per question")
     for option, path in (("--out", out), ("--samples", samples)):
         if path:
             runs.check_output(Path(path), option)
@@ -207,7 +211,7 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
     policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
     if reward_model is None:
         err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
-    cfg = config_from(config)
+    cfg = config_from(config, f"{run}/config.json")
     tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
     if len(tasks) < questions:
         where = data or f"{run}'s held-out set"
@@ -242,9 +246,11 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     from minirl import localise, runs
 
     with user_errors():
-        response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette)
+        response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette,
+                                 text)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
-        cfg, head = config_from(config), reward_model.head_kind if reward_model is not None else None
+        cfg = config_from(config, f"{run}/config.json")
+        head = reward_model.head_kind if reward_model is not None else None
         max_new = max_new_tokens or config.get("max_new_tokens") or 96
         if reward_model is None:
             err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead")
@@ -293,8 +299,9 @@ def print_question(where: str, question: str, gold: str | None, head: str | None
 
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
                   max_new_tokens: int | None, seed: int, html: str | None = None,
-                  palette: str = "blue-orange") -> str | None:
+                  palette: str = "blue-orange", text: str | None = None) -> str | None:
     """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
+    from minirl import runs
     from minirl.data import PERTURBATIONS, DataError
     from minirl.viz import PALETTES
 
@@ -302,6 +309,11 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
         raise UsageError(f"--palette {palette!r}: choose from {', '.join(PALETTES)}")
     if html is not None and localisation is not None:
         raise UsageError("--html saves the per-token view; --localisation prints tables (use --json to keep them)")
+    if localisation is not None and (given := [o for o, v in (("--text", text), ("--trace", trace), ("--trace-file",
+                                     trace_file), ("--perturb", perturb_kind)) if v is not None]):
+        raise UsageError(f"--localisation measures over held-out problems; {given[0]} shows one trace: give one")
+    if html is not None:
+        runs.check_output(Path(html), "--html")
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
         raise UsageError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:
@@ -325,7 +337,7 @@ def held_out_tasks(run: str, config: dict) -> list[dict]:
 
     if not config:
         raise DataError(f"{run}: no config.json, so its held-out data is unknown; give --text instead")
-    return load_tasks(config_from(config))["test"]
+    return load_tasks(config_from(config, f"{run}/config.json"))["test"]
 
 
 def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, str, str | None]:

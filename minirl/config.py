@@ -164,10 +164,25 @@ def from_preset(name: str, algo: str = "airl", **overrides) -> TrainConfig:
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def config_from(saved: dict) -> TrainConfig:
-    """A run's TrainConfig from its config.json, ignoring keys this version does not know."""
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def config_from(saved: dict, where: str = "the run's config.json") -> TrainConfig:
+    """A run's TrainConfig from its config.json, ignoring keys this version does not know. A run folder is data:
+    a value of the wrong type or out of range is a UserError naming `where`, never a crash (or a hang) later."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in defaults}
+    for name, value in values.items():
+        kind = type(defaults[name])  # str, int, float or bool; an int is a float too, a bool is no number
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise UserError(f"{where}: {name} {value!r} is not {KINDS[kind.__name__]}")
+    cfg = TrainConfig(**values)
+    try:
+        check_values(cfg)
+    except UsageError as e:
+        raise UserError(f"{where}: {str(e).lstrip('-')}") from None
+    return cfg
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -212,12 +227,13 @@ CHOICES = {"algo": ("pretrain", "sft", "airl", "outcome", "reward"), "preset": t
 AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo_epochs", "eval_every",
                 "eval_questions", "final_questions", "eval_batch", "eval_samples", "max_new_tokens", "n_demos",
                 "n_corpus", "disc_batch", "warmup_pool")
-NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "disc_steps", "perturbed_per_expert", "lora_rank", "kl_beta",
-                "reward_clip", "target_kl", "micro_batch_size")
+NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "disc_steps", "perturbed_per_expert", "lora_rank",
+                "micro_batch_size")
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "change_share": "(0, 1)", "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]",
-             "seed": "[0, 4294967295]"}
+             "seed": "[0, 4294967295]", "kl_beta": "[0, inf)",
+             "reward_clip": "[0, inf]", "target_kl": "[0, inf]"}  # 0 or inf: no clipping, no early stop
 
 
 SYNTHETIC_PROBLEMS = 200_000  # distinct problems the synthetic world draws in seconds (~9 s; 2M would take hours)
@@ -225,19 +241,7 @@ SYNTHETIC_PROBLEMS = 200_000  # distinct problems the synthetic world draws in s
 
 def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse, in one line, any setting that cannot work; returns `cfg` unchanged."""
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            shown = ", ".join(str(a) or "''" for a in allowed)  # '' : the empty choice (none)
-            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {shown}")
-    for name in AT_LEAST_ONE:
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
-    for name in NOT_NEGATIVE:
-        if getattr(cfg, name) < 0:
-            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
-    for name, interval in INTERVALS.items():
-        if not inside(getattr(cfg, name), interval):
-            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
+    check_values(cfg)
     if cfg.algo == "outcome" and cfg.advantage in ("loo", "trace"):  # outcome RL pays one number per trace (M6)
         raise UsageError(f"--advantage {cfg.advantage} shapes a dense reward (airl); outcome RL pays one number per "
                          "trace: use group or gae")
@@ -260,13 +264,30 @@ def check(cfg: TrainConfig) -> TrainConfig:
         raise UsageError("give --resume or --overwrite, not both")
     if cfg.resume and cfg.lora_rank > 0:
         raise UsageError("--resume is not supported with --lora-rank yet (checkpoints hold merged weights)")
+    if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
+        raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
+    return cfg
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """Each setting alone: a known choice, inside its range (NaN is inside none), a world that can be drawn."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            shown = ", ".join(str(a) or "''" for a in allowed)  # '' : the empty choice (none)
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)!r}: choose from {shown}")
+    for name in AT_LEAST_ONE:
+        if not getattr(cfg, name) >= 1:
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be at least 1")
+    for name in NOT_NEGATIVE:
+        if not getattr(cfg, name) >= 0:
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
+    for name, interval in INTERVALS.items():
+        if not inside(getattr(cfg, name), interval):
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")
     if cfg.data == "synthetic" and (asked := cfg.n_demos + cfg.n_corpus + cfg.eval_questions) > SYNTHETIC_PROBLEMS:
         raise UsageError(f"the synthetic world: --n-demos {cfg.n_demos}, --n-corpus {cfg.n_corpus} and "
                          f"--eval-questions {cfg.eval_questions} ask for {asked:,} distinct problems, more than the "
                          f"{SYNTHETIC_PROBLEMS:,} it can draw in seconds")
-    if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
-        raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
-    return cfg
 
 
 def inside(value: float, interval: str) -> bool:

@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from minirl import runs
-from minirl.airl import class_weights, discriminator_loss, label_mask, make_reward_model
+from minirl.airl import class_weights, discriminator_loss, label_mask
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
 from minirl.localise import lowest, lowest_mean_step, overlaps, step_of
@@ -176,11 +176,11 @@ def check_train_layers(cfg: TrainConfig, lm) -> None:
         raise UsageError(f"--train-layers {cfg.train_layers}: the model has {n_layers} decoder layers")
 
 
-def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict) -> dict:
-    """Pool, traces, features, then `steps` discriminator steps with held-out figures and checkpoints."""
+def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict, reward_model: RewardModel) -> dict:
+    """Pool, traces, features, then `steps` discriminator steps on `reward_model` (`airl.make_reward_model`, its
+    `--train-layers` checked) with held-out figures and checkpoints."""
     policy.eval().requires_grad_(False)
-    reward_model = make_reward_model(cfg, policy, tokenizer).to(next(policy.parameters()).device)
-    check_train_layers(cfg, reward_model.lm)
+    reward_model = reward_model.to(next(policy.parameters()).device)
     pad_id, (k, backbone) = tokenizer.pad_token_id, frozen_part(cfg, reward_model)
     optimizer = torch.optim.AdamW(freeze_below(reward_model, k), lr=cfg.disc_lr)
     top = top_layers(reward_model.lm, k)

@@ -134,8 +134,8 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     except SafetensorError as e:  # a weights file cut short (a full disk, an interrupted copy) or overwritten
         files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
         raise ModelError(f"{files[0] if len(files) == 1 else path}: truncated or corrupt safetensors ({e})") from None
-    except (OSError, ValueError) as e:  # missing files, or a folder that holds no model
-        raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # missing or malformed files, no model
+        raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {reason(e)}") from None
     if gguf_file:  # GGUF weights are de-quantized on load: drop the marker so the model saves like any other
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -146,12 +146,27 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     return model, tokenizer
 
 
-def check_same_tokenizer(policy_tokenizer, reward_tokenizer) -> None:
+def reason(error: Exception) -> str:
+    """An exception's first line, or its type when it has no message (a KeyError from a malformed JSON file)."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__} {text}" if isinstance(error, (KeyError, TypeError, AttributeError)) else text
+
+
+def load_tokenizer(folder: str | Path):
+    """The tokenizer saved in a model folder (a reward model's backbone/); a missing or malformed one is one
+    ModelError naming the folder."""
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelError(f"{folder}: no readable tokenizer ({reason(e)})") from None
+
+
+def check_same_tokenizer(policy_tokenizer, reward_tokenizer, where: str = "the reward model") -> None:
     """Rewards are paid per token of the policy's trace (M2), so both models must cut text into
     the same ids. Compares vocabularies, not embedding sizes: Qwen2.5-0.5B and -7B share a
-    tokenizer but pad their embeddings differently."""
+    tokenizer but pad their embeddings differently. `where`: the reward model's origin, for the message."""
     if reward_tokenizer.get_vocab() != policy_tokenizer.get_vocab():
-        raise ModelError("reward model and policy have different tokenizers; rewards would not line up (M2)")
+        raise ModelError(f"{where} and the policy have different tokenizers; rewards would not line up (M2)")
 
 
 def add_lora(lm: nn.Module, rank: int) -> nn.Module:
@@ -312,8 +327,9 @@ class RewardModel(nn.Module):
     def saved_head(folder: str | Path) -> str:
         """The head kind a saved reward model folder holds (its reward.json), without loading any weights."""
         folder = Path(folder)
-        if not (folder / "reward.json").is_file():
-            raise ModelError(f"{folder}: not a reward model folder (no reward.json)")
+        for part in ("reward.json", "backbone"):
+            if not (folder / part).exists():
+                raise ModelError(f"{folder}: not a reward model folder (no {part})")
         try:
             return json.loads((folder / "reward.json").read_text())["head"]
         except (ValueError, KeyError, TypeError):

@@ -173,7 +173,13 @@ def histogram_pairs(folder: Path) -> list[tuple[str, list[float], list[float]]]:
     path = folder / "eval_samples.jsonl"
     if not path.is_file():
         return []
-    samples = [s for record in read_jsonl(path) for s in record.get("samples", [])]
+    samples = []
+    for n, record in enumerate(read_jsonl(path), 1):
+        these = record.get("samples", [])  # a blank line reads as {}: no samples
+        if not isinstance(these, list) or not all(map(plottable, these)):
+            raise PlotError(f"{path}, line {n}: not a sample record (its 'samples' a list of objects, each with "
+                            "'correct' true or false, 'rewards' a list of numbers or null, 'logprob' a number or null)")
+        samples += these
     scores = [("trace reward (mean f)", lambda s: sum(s["rewards"]) / len(s["rewards"]) if s.get("rewards") else None),
               ("policy mean log-prob", lambda s: s.get("logprob"))]
     pairs = []
@@ -183,6 +189,14 @@ def histogram_pairs(folder: Path) -> list[tuple[str, list[float], list[float]]]:
         if right or wrong:
             pairs.append((title, right, wrong))
     return pairs
+
+
+def plottable(sample) -> bool:
+    """A sample of eval_samples.jsonl (rerank.save_records) with what the histograms read of it."""
+    rewards = sample.get("rewards") if isinstance(sample, dict) else None
+    return (isinstance(sample, dict) and isinstance(sample.get("correct"), bool)
+            and (rewards is None or isinstance(rewards, list) and all(map(number, rewards)))
+            and (sample.get("logprob") is None or number(sample["logprob"])))
 
 
 # ---------------------------------------------------------------- drawing

@@ -200,24 +200,46 @@ def load_records(path: str | Path) -> list[dict]:
     path = Path(path)
     records = []
     for i, record in read_jsonl(path):
-        if not is_record(record):
-            raise DataError(f"{path}:{i}: not a sample record (a non-empty 'samples' list, each sample with "
-                            f"{', '.join(SAMPLE_KEYS)})")
+        problem = record_problem(record)
+        if problem:
+            raise DataError(f"{path}:{i}: not a sample record ({problem})")
         records.append(record)
     if not records:
         raise DataError(f"{path}: no records (save some with `minirl rerank --samples`)")
     return records
 
 
-SAMPLE_KEYS = ("correct", "answer", "logprob", "tokens", "rewards")
+def number(value) -> bool:
+    """A JSON number (NaN and infinities included, as `save_records` writes them); true and false are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_record(record) -> bool:
-    """A question's record as `sample_and_score` writes it: at least one sample, each with SAMPLE_KEYS."""
+# each sample's fields as `sample_and_score` writes them: (test, what the field must be)
+SAMPLE_FIELDS = {
+    "correct": (lambda v: isinstance(v, bool), "true or false"),
+    "answer": (lambda v: v is None or number(v), "a number or null"),
+    "logprob": (number, "a number"),
+    "tokens": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings"),
+    "rewards": (lambda v: v is None or isinstance(v, list) and all(map(number, v)),
+                "a list of numbers, or null without a reward model"),
+}
+
+
+def record_problem(record) -> str | None:
+    """What keeps `record` from being a question's record as `sample_and_score` writes it (at least one sample,
+    each with SAMPLE_FIELDS of the right types); None when nothing does."""
     samples = record.get("samples") if isinstance(record, dict) else None
-    return (isinstance(samples, list) and len(samples) > 0
-            and all(isinstance(s, dict) and all(k in s for k in SAMPLE_KEYS) for s in samples))
-
+    if not isinstance(samples, list) or not samples:
+        return "'samples' must be a non-empty list"
+    for j, sample in enumerate(samples, 1):
+        if not isinstance(sample, dict):
+            return f"sample {j} is not an object"
+        for key, (ok, what) in SAMPLE_FIELDS.items():
+            if key not in sample:
+                return f"sample {j} has no {key!r}"
+            if not ok(sample[key]):
+                return f"sample {j}: {key!r} must be {what}"
+    return None
 
 
 def evaluate(cfg: TrainConfig, policy, tokenizer, tasks: list[dict], reward_model: RewardModel | None = None,

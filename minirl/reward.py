@@ -45,6 +45,9 @@ class LearnedReward:
     def token_rewards(self, question: str, response: str) -> list[tuple[str, float]]:
         """Each response token (decoded alone, the final EOS included) with its reward as `minirl inspect` shows it:
         f_t - log pi(y_t) for the `token` head, z_t for the `scalar` head."""
+        if not isinstance(question, str) or not isinstance(response, str):
+            raise ValueError(f"question and response must be strings, not {type(question).__name__} and "
+                             f"{type(response).__name__} (`score` takes lists)")
         result = score_texts(self.policy, self.tokenizer, [question], [response], self.reward_model)[0]
         return list(zip(result["tokens"], display_rewards(result, self.reward_model.head_kind), strict=True))
 
@@ -60,6 +63,7 @@ class LearnedReward:
         (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi; `auto` is the run's
         `default_score`."""
         aggregate = self.score_name(aggregate)
+        check_texts(questions, responses)
         if len(questions) != len(responses):
             raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
         scores = []
@@ -70,6 +74,18 @@ class LearnedReward:
                         "logprob": sum(r["logprobs"]) / len(r["logprobs"])} for r in results]
             scores += question_scores({"samples": samples}, aggregate)
         return scores
+
+
+def check_texts(questions: list[str], responses: list[str]) -> None:
+    """`score`'s inputs are lists of strings: a lone string would be scored character by character."""
+    for name, texts in (("questions", questions), ("responses", responses)):
+        if not isinstance(texts, (list, tuple)):
+            raise ValueError(f"questions and responses must be lists of strings, one per trace; {name} is of type "
+                             f"{type(texts).__name__}")
+        wrong = [type(t).__name__ for t in texts if not isinstance(t, str)]
+        if wrong:
+            raise ValueError(f"questions and responses must be lists of strings, one per trace; {name} has an item "
+                             f"of type {wrong[0]}")
 
 
 def load_reward(run: str | Path, reward_from: str | Path | None = None) -> LearnedReward:
@@ -113,8 +129,10 @@ def trl_reward_func(run: str | Path, aggregate: str = "auto", reward_from: str |
 
     def learned_reward(prompts: list, completions: list, **kwargs) -> list[float]:
         columns = kwargs.get("question") or [None] * len(prompts)
-        questions = [question_of(p, column) for p, column in zip(prompts, columns, strict=True)]
-        responses = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        if len(columns) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but a `question` column of {len(columns)}")
+        questions = [question_of(p, column) for p, column in zip(prompts, columns)]
+        responses = [response_of(c) for c in completions]
         return reward.score(questions, responses, aggregate)
 
     learned_reward.__name__ = f"minirl_reward_{aggregate.replace('-', '_')}"  # TRL logs rewards/<name>/mean
@@ -123,7 +141,23 @@ def trl_reward_func(run: str | Path, aggregate: str = "auto", reward_from: str |
 
 def question_of(prompt: str | list[dict], column: str | None = None) -> str:
     """The question inside a TRL prompt: the last user message of a conversation, else the `question` column,
-    else the prompt text itself."""
-    if not isinstance(prompt, str):
-        return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
-    return column if column is not None else prompt
+    else the prompt text itself; a prompt without any is a ValueError."""
+    if isinstance(prompt, str):
+        return column if column is not None else prompt
+    messages = prompt if isinstance(prompt, list) else []
+    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        raise ValueError(f"a prompt must be a string or a list of messages with a user message (the question); "
+                         f"got {prompt!r}")
+    return users[-1]
+
+
+def response_of(completion: str | list[dict]) -> str:
+    """The text of a TRL completion: the string itself, or the content of a conversation's last message."""
+    if isinstance(completion, str):
+        return completion
+    last = completion[-1] if isinstance(completion, list) and completion else None
+    if not isinstance(last, dict) or "content" not in last:
+        raise ValueError(f"a completion must be a string or a list of messages, the last with a 'content'; "
+                         f"got {completion!r}")
+    return last["content"]

@@ -33,11 +33,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer
 
 import minirl
 from minirl.config import NumericalError, TrainConfig, UserError
-from minirl.models import RewardModel, check_same_tokenizer, load_lm, pick_device, save_lm
+from minirl.models import RewardModel, check_same_tokenizer, load_lm, load_tokenizer, pick_device, save_lm
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
@@ -137,8 +136,16 @@ def saved_config(folder: Path, hint: str = "") -> dict:
 
 def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
     """Refuse to mix runs: a folder holding a run under other settings or code (or a finished one) is never
-    reused silently. --resume continues the same settings; --overwrite starts again."""
-    if not (folder / "config.json").exists() or cfg.overwrite:
+    reused silently. --resume continues the same settings; --overwrite starts again. A folder that is not a run's
+    is never cleared: its files are someone's."""
+    if not (folder / "config.json").exists():
+        if folder.is_dir() and any(folder.iterdir()):
+            raise RunError(f"{folder} holds other files and no minirl run (no config.json); choose a new or empty "
+                           "--out")
+        return
+    if "config_hash" not in saved_config(folder, "; choose another --out or give --overwrite"):
+        raise RunError(f"{folder}/config.json is not a minirl run's; choose a new or empty --out")
+    if cfg.overwrite:
         return
     if what := differences(folder, cfg, code):
         raise RunError(f"{folder} holds a run with other settings ({what}); choose another --out or give --overwrite")
@@ -172,13 +179,13 @@ def check_output(path: Path, option: str, folder: bool = False) -> None:
 def start(folder: Path, cfg: TrainConfig) -> Run:
     check_folder(folder, cfg)
     folder.mkdir(parents=True, exist_ok=True)
+    record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(),
+              "minirl_version": minirl.__version__}
+    write_atomic(folder / "config.json", json.dumps(record, indent=2))  # first: the folder is a run's from now on
     if not cfg.resume:  # a fresh start: nothing of an earlier attempt may leak into this run
         for path in [*(folder / name for name in ARTEFACTS), *folder.glob("checkpoint-*")]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         (folder / "metrics.jsonl").write_text("")
-    record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(),
-              "minirl_version": minirl.__version__}
-    write_atomic(folder / "config.json", json.dumps(record, indent=2))
     console.print(f"run folder: [bold]{folder}[/]  ({cfg.algo}, preset {cfg.preset}, seed {cfg.seed})")
     return Run(folder, time.time(), {}, tensorboard_writer(folder) if cfg.report_to == "tensorboard" else None)
 
@@ -231,7 +238,7 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
     if not cfg.resume:
         return 0, -1.0, 0
     try:
-        state = json.loads((run.folder / "checkpoint.json").read_text())
+        state = checkpoint_state(run.folder)
         ckpt = run.folder / state["folder"]
         policy.load_state_dict(load_lm(str(ckpt / "policy"))[0].state_dict())
         if reward_model is not None:
@@ -242,13 +249,28 @@ def resume(run: Run, cfg: TrainConfig, policy, optimizers: dict, reward_model=No
             optimizers[k].load_state_dict(state_dict)
     except pickle.UnpicklingError:  # weights_only refused a pickle that would build objects (and could run code)
         raise RunError(f"--resume: {ckpt / 'optim.pt'} holds more than tensors; refused to load it") from None
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, SafetensorError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__  # Type/AttributeError: optim.pt not dicts
         raise RunError(f"--resume: the checkpoint in {run.folder} cannot be loaded ({reason})") from None
     lines = (run.folder / "metrics.jsonl").read_text().splitlines()[: state["metrics_lines"]]
     (run.folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     console.print(f"resuming from step {state['step']}")
     return state["step"], state["best_sampled_acc"], state["best_step"]
+
+
+def checkpoint_state(folder: Path) -> dict:
+    """checkpoint.json as `save_checkpoint` writes it; anything else is a ValueError saying what is wrong."""
+    state = json.loads((folder / "checkpoint.json").read_text())
+    kinds = {"folder": str, "step": int, "best_sampled_acc": (int, float), "best_step": int, "metrics_lines": int}
+    if not isinstance(state, dict):
+        raise ValueError("checkpoint.json is not a JSON object")
+    for key, kind in kinds.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise ValueError(f"checkpoint.json: {key} {value!r} is not what a checkpoint holds")
+    if not state["folder"].startswith("checkpoint-") or "/" in state["folder"]:
+        raise ValueError(f"checkpoint.json: folder {state['folder']!r} is not a checkpoint-N folder")
+    return state
 
 
 def last_checkpoint(folder: Path) -> int | None:
@@ -275,8 +297,15 @@ def stopped(run: Run, error: NumericalError) -> NumericalError:
 
 def write_summary(run: Run, summary: dict) -> dict:
     """summary.json, with the mean seconds per iteration from metrics.jsonl and the wall time."""
-    lines = (run.folder / "metrics.jsonl").read_text().splitlines()
-    steps = [json.loads(line) for line in lines if '"s_sample"' in line]
+    steps = []
+    for line in (run.folder / "metrics.jsonl").read_text().splitlines():
+        try:  # a line cut short by an earlier crash is left out of the means, not a crash of this run
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) for k in ("s_sample", "s_score",
+                                                                                           "s_update")):
+            steps.append(row)
     for key in ("s_sample", "s_score", "s_update"):
         if steps:
             summary[key + "_per_iter"] = sum(s[key] for s in steps) / len(steps)
@@ -301,6 +330,6 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
         raise RunError(f"{reward_from}: no reward model in that run (no reward/ inside)")
     reward_model = RewardModel.load(reward_dir, dtype).to(device) if reward_dir.is_dir() else None
     if reward_from:
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(str(reward_dir / "backbone")))
+        check_same_tokenizer(tokenizer, load_tokenizer(reward_dir / "backbone"), f"--reward-from {reward_from}")
     config = saved_config(folder) if (folder / "config.json").exists() else {}
     return policy.to(device).eval(), tokenizer, reward_model, config

@@ -84,15 +84,17 @@ def train(cfg: TrainConfig) -> dict:
     policy, tokenizer = load_policy(cfg, data)
     if cfg.reward_from:  # refused before the run folder exists
         check_reward_from(cfg, tokenizer)
-    if cfg.algo == "reward" and not cfg.reward_init:  # the reward model will be a copy of the policy (M2)
-        check_train_layers(cfg, policy)
+    # M2; built before the run folder exists, so that a bad --reward-init or --reward-from leaves no folder behind
+    reward_model = make_reward_model(cfg, policy, tokenizer) if cfg.algo in ("airl", "reward") else None
+    if cfg.algo == "reward":
+        check_train_layers(cfg, reward_model.lm)
     run = runs.start(folder, cfg)
     try:
         if cfg.algo in ("pretrain", "sft"):
             return train_sft(cfg, run, policy, tokenizer, data)
         if cfg.algo == "reward":
-            return fit_reward(cfg, run, policy, tokenizer, data)
-        return train_rl(cfg, run, policy, tokenizer, data)
+            return fit_reward(cfg, run, policy, tokenizer, data, reward_model)
+        return train_rl(cfg, run, policy, tokenizer, data, reward_model)
     except NumericalError as e:
         raise runs.stopped(run, e) from None
 
@@ -262,12 +264,12 @@ def make_optimizers(cfg: TrainConfig, policy, value_head, reward_model) -> dict:
     return optimizers
 
 
-def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict) -> dict:
+def train_rl(cfg: TrainConfig, run: runs.Run, policy, tokenizer, data: dict, reward_model=None) -> dict:
     """The RL loop (M2-M4): `rl_iteration` after `rl_iteration`, a validation evaluation and a checkpoint every
     `eval_every` iterations; the starting policy is evaluated first and kept unless training beats it."""
     device = next(policy.parameters()).device
     value_head = nn.Linear(hidden_size(policy), 1).to(device) if cfg.advantage == "gae" else None
-    reward_model = make_reward_model(cfg, policy, tokenizer).to(device) if cfg.algo == "airl" else None
+    reward_model = reward_model.to(device) if reward_model is not None else None  # AIRL's (outcome RL: none)
     optimizers = make_optimizers(cfg, policy, value_head, reward_model)
     reference = frozen_copy(policy) if cfg.kl_beta > 0 else None  # M4: KL anchor
     start, best_acc, best_step = runs.resume(run, cfg, policy, optimizers, reward_model, value_head)

@@ -107,6 +107,10 @@ TABLE = [
     (["train", "--resume", "--overwrite", *OUT], None, 2, "give --resume or --overwrite, not both"),
     (["train", "--train-layers", "3", *OUT], None, 2, "--train-layers 3 is for --algo reward"),
     (["train", "--disc-steps", "-1", *OUT], None, 2, "--disc-steps -1: must not be negative"),
+    (["train", "--kl-beta", "nan", *OUT], None, 2, "--kl-beta nan: must be in [0, inf)"),  # NaN < 0 is False
+    (["train", "--kl-beta", "inf", *OUT], None, 2, "--kl-beta inf: must be in [0, inf)"),
+    (["train", "--reward-clip", "nan", *OUT], None, 2, "--reward-clip nan: must be in [0, inf]"),
+    (["train", "--target-kl", "nan", *OUT], None, 2, "--target-kl nan: must be in [0, inf]"),
     (["train", "--algo", "outcome", "--reward-from", "{run}", *OUT], None, 2,
      "--reward-from starts an airl run's reward model from another run: use it with --algo airl"),
     (["train", "--reward-from", "{run}", "--reward-init", "{run}/policy", *OUT], None, 2, "and without --reward-init"),
@@ -119,6 +123,8 @@ TABLE = [
      "was trained with --head token --form airl: give the same here"),
     ([*AIRL, "--reward-from", "{tmp}", *OUT], None, 1, "no reward model in that run (no reward/ inside)"),
     (["train", "--reward-from", "{tmp}/nowhere", *OUT], None, 1, "no reward model in that run"),  # no base built
+    ([*AIRL, "--reward-from", "{bad}", *OUT], "truncated-reward", 1, "truncated or corrupt safetensors"),
+    ([*AIRL, "--reward-init", "{tmp}/six.jsonl", *OUT], None, 1, "cannot load model"),
     (["train", "--eval-questions", "1000000", *OUT], None, 2,
      "the synthetic world: --n-demos 400, --n-corpus 20000 and --eval-questions 1000000 ask for 1,020,400 distinct"),
     (["train", "--final-questions", "600", "--n-corpus", "300", *OUT], None, 2,
@@ -148,6 +154,9 @@ TABLE = [
     (["train", "--out", "{tmp}/six.jsonl/out"], None, 1, "six.jsonl is not a folder"),
     # rerank (usage: exit 2; files: exit 1), all before sampling
     (["rerank", "--run", "{run}", "--n", "0"], None, 2, "--n 0: must be at least 1"),
+    (["rerank", "--run", "{run}", "--n", "99999999999"], None, 2, "--n 99999999999: at most 1024 samples"),
+    (["rerank", "--run", "{tmp}/nowhere", "--from-samples", "{tmp}/six.jsonl"], None, 1,
+     "--run {tmp}/nowhere: no such run folder"),
     (["rerank", "--run", "{run}", "--questions", "0"], None, 2, "--questions 0: must be at least 1"),
     (["rerank", "--run", "{run}", "--questions", "-1"], None, 2, "--questions -1: must be at least 1"),
     (["rerank", "--run", "{run}", "--max-new-tokens", "-5"], None, 2, "--max-new-tokens -5: must not be negative"),
@@ -173,6 +182,9 @@ TABLE = [
     (["inspect", "--run", "{run}", "--trace", "x", "--trace-file", "{tmp}/six.jsonl"], None, 2,
      "give --trace or --trace-file, not both"),
     (["inspect", "--run", "{bad}"], "corrupt-config", 1, "config.json: unreadable, empty or not a JSON object"),
+    (["inspect", "--run", "{run}", "--localisation", "3", "--text", "q"], None, 2,
+     "--localisation measures over held-out problems; --text shows one trace"),
+    (["inspect", "--run", "{run}", "--html", "{tmp}/nowhere/x.html"], None, 1, "--html {tmp}/nowhere/x.html: no such"),
 ]
 
 

@@ -13,7 +13,7 @@ import minirl.pool
 from minirl import fit_reward, runs
 from minirl import traces as traces_module
 from minirl.config import UsageError, from_preset
-from minirl.data import PERTURBATIONS
+from minirl.data import PERTURBATIONS, DataError
 from minirl.fit_reward import heldout_figures, labelled_tokens
 from minirl.models import RewardModel, build_tiny_lm, load_lm, save_lm, token_logprobs
 from minirl.rollout import make_batch
@@ -294,12 +294,33 @@ def test_the_lowest_mean_line_can_differ_from_the_lowest_tokens_line(monkeypatch
     assert clean["reward_line"] is None
 
 
+def pool_row(**changes) -> dict:
+    """A pooled answer as `sample_pool` writes it, with `changes`."""
+    return {"key": "k", "split": "test", "question": 0, "text": "#### 3", "correct": True,
+            "prompt_ids": [1, 2], "response_ids": [3, 0], **changes}
+
+
 def test_a_pool_line_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
     path = tmp_path / "pool.jsonl"
-    path.write_text('{"key": "k", "question": 0}\n{"key": "k", "question": 1}\n{"key": "k", "quest')  # torn last line
+    torn = "".join(json.dumps(pool_row(question=q)) + "\n" for q in (0, 1)) + '{"key": "k", "quest'  # torn last line
+    path.write_text(torn)
     assert [r["question"] for r in minirl.pool.read_pool(path)] == [0, 1]
+    assert path.read_text() == torn  # a reader (benchmarks/reward_heldout.py) leaves a finished run's file alone
+    assert [r["question"] for r in minirl.pool.read_pool(path, repair=True)] == [0, 1]  # the writer, sample_pool
     assert path.read_text().endswith("}\n")  # the next append starts on a line of its own
     assert minirl.pool.read_pool(tmp_path / "missing.jsonl") == []
+
+
+@pytest.mark.parametrize("row", [{"x": 1}, [1, 2], 7, pool_row(question="0"), pool_row(question=-1),
+                                 pool_row(correct=None), pool_row(response_ids=["a"]), pool_row(text=None)])
+def test_a_pool_line_of_json_that_is_no_pool_row_is_refused_in_one_line(tmp_path, row):
+    path = tmp_path / "pool.jsonl"
+    path.write_text(json.dumps(pool_row()) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError) as error:
+        minirl.pool.read_pool(path, repair=True)
+    assert str(error.value) == (f"{path}:2: not a pool row (an object with key, split, question, text, correct, "
+                                "prompt_ids, response_ids, as minirl writes them); remove that line")
+    assert path.read_text().count("\n") == 2  # refused, not repaired away
 
 
 def test_reward_run_trains_a_backbone_of_its_own_end_to_end(base, tmp_path):

@@ -101,6 +101,21 @@ def test_plot_command_and_its_one_line_errors(tmp_path: Path, monkeypatch: pytes
     assert result.output.strip() == "error: minirl plot needs matplotlib: pip install -e '.[plot]'"
 
 
+@pytest.mark.parametrize("record", [{"samples": "x"}, {"samples": [1]}, {"samples": [{"rewards": [1.0]}]},
+                                    {"samples": [{"correct": "yes"}]}, {"samples": [{"correct": True, "rewards": "x"}]},
+                                    {"samples": [{"correct": True, "rewards": [1.0, "x"]}]},
+                                    {"samples": [{"correct": False, "logprob": "x"}]}])
+def test_a_bad_eval_samples_file_is_one_error_line(tmp_path: Path, record: dict) -> None:
+    write_jsonl(tmp_path / "run" / "metrics.jsonl", airl_rows())
+    good = {"correct": True, "rewards": None, "logprob": float("nan")}  # no reward model; a NaN log-prob is a number
+    write_jsonl(tmp_path / "run" / "eval_samples.jsonl", [{"samples": [good]}, record])
+    result = invoke("plot", str(tmp_path / "run"))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.output.strip() == (f"error: {tmp_path / 'run' / 'eval_samples.jsonl'}, line 2: not a sample record "
+                                     "(its 'samples' a list of objects, each with 'correct' true or false, 'rewards' "
+                                     "a list of numbers or null, 'logprob' a number or null)")
+
+
 # ---------------------------------------------------------------- HTML
 
 

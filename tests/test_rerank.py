@@ -1,5 +1,5 @@
-"""`minirl rerank` end to end on a micro run (the `run_dir` fixture in conftest.py), and the
-trace aggregators of M5 on hand-built rewards."""
+"""`minirl rerank` end to end on a micro run (the `run_dir` fixture in conftest.py), the
+trace aggregators of M5 on hand-built rewards, and saved samples of the wrong types refused in one line."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from minirl.cli import app
-from minirl.rerank import aggregate, rerank_table
+from minirl.data import DataError
+from minirl.rerank import aggregate, load_records, rerank_table
 
 
 def test_aggregators_by_hand():
@@ -76,3 +77,50 @@ def test_rerank_reward_from_another_run_and_gsm8k_file(run_dir, tmp_path):
     assert "mean" in json.loads((tmp_path / "f.json").read_text())
     missing = CliRunner().invoke(app, ["rerank", "--run", str(run_dir), "--reward-from", str(tmp_path)])
     assert missing.exit_code == 1 and "no reward model" in missing.output
+
+
+def sample(**changes) -> dict:
+    """A sample as `sample_and_score` writes it, with `changes`."""
+    return {"text": "2+2 = 4\n#### 4", "answer": 4.0, "correct": True, "logprob": -0.5, "tokens": ["2+2", " 4"],
+            "rewards": [0.5, -1.0], **changes}
+
+
+def write_records(path, *samples: dict):
+    path.write_text(json.dumps({"question": "q", "samples": [sample(correct=False), *samples]}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"rewards": "abc"}, "'rewards' must be a list of numbers, or null without a reward model"),
+    ({"rewards": ["a", "b"]}, "'rewards' must be a list of numbers, or null without a reward model"),
+    ({"rewards": {"a": 1.0}}, "'rewards' must be a list of numbers, or null without a reward model"),
+    ({"rewards": [1.0, None]}, "'rewards' must be a list of numbers, or null without a reward model"),
+    ({"correct": "yes"}, "'correct' must be true or false"),
+    ({"correct": 1}, "'correct' must be true or false"),
+    ({k: None for k in ("correct", "answer", "logprob", "tokens", "rewards")}, "'correct' must be true or false"),
+    ({"logprob": None}, "'logprob' must be a number"),
+    ({"logprob": "x"}, "'logprob' must be a number"),
+    ({"tokens": 5}, "'tokens' must be a list of strings"),
+    ({"tokens": ["a", 1]}, "'tokens' must be a list of strings"),
+    ({"answer": [1]}, "'answer' must be a number or null"),
+    ({"answer": "4"}, "'answer' must be a number or null"),
+])
+def test_samples_of_the_wrong_types_are_refused_in_one_line(tmp_path, changes, problem):
+    path = write_records(tmp_path / "s.jsonl", sample(**changes))
+    with pytest.raises(DataError) as error:
+        load_records(path)
+    assert str(error.value) == f"{path}:1: not a sample record (sample 2: {problem})"
+    result = CliRunner().invoke(app, ["rerank", "--run", str(tmp_path), "--from-samples", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.output.strip() == f"error: {path}:1: not a sample record (sample 2: {problem})"
+
+
+def test_records_without_reward_model_or_with_nans_are_still_records(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps({"samples": [sample(rewards=None, answer=None), sample(rewards=None, correct=False)]})
+                    + "\n")  # a run without reward model: every sample's rewards null
+    table = rerank_table(load_records(path), ks=(1,))
+    assert "mean" not in table and table["logprob"]["success@1"] == 0.5
+    nan = float("nan")  # json writes NaN as NaN: a diverged score is still a number
+    table = rerank_table(load_records(write_records(path, sample(rewards=[nan, 1.0], logprob=nan))), ks=(1,))
+    assert table["mean"]["success@1"] in (0.0, 1.0)  # where a NaN sorts is arbitrary; that it loads is the point

@@ -72,6 +72,39 @@ def test_trl_reward_func_reads_plain_and_conversational_prompts(run_dir):
     assert question_of("What is 2 + 2?") == "What is 2 + 2?"  # no question column: the prompt itself
 
 
+@pytest.mark.parametrize("questions, responses, what", [
+    ("abc", "xyz", "questions is of type str"),  # a lone string would be scored character by character
+    (QUESTIONS[:1], RESPONSES[0], "responses is of type str"),
+    ([None], RESPONSES[:1], "questions has an item of type NoneType"),
+    (QUESTIONS[:1], [7], "responses has an item of type int"),
+])
+def test_score_refuses_what_is_not_lists_of_strings(run_dir, questions, responses, what):
+    with pytest.raises(ValueError) as error:
+        load_reward(run_dir).score(questions, responses)
+    assert str(error.value) == f"questions and responses must be lists of strings, one per trace; {what}"
+
+
+def test_token_rewards_refuses_what_is_not_a_string(run_dir):
+    with pytest.raises(ValueError) as error:
+        load_reward(run_dir).token_rewards(None, None)
+    assert str(error.value) == "question and response must be strings, not NoneType and NoneType (`score` takes lists)"
+
+
+def test_trl_reward_func_refuses_prompts_and_completions_it_cannot_read(run_dir):
+    fn = trl_reward_func(run_dir)
+    system_only = [{"role": "system", "content": "Be brief."}]
+    for prompts, completions, kwargs, message in [
+        ([system_only], RESPONSES[:1], {}, "a prompt must be a string or a list of messages with a user message "
+                                           f"(the question); got {system_only!r}"),
+        (QUESTIONS[:1], [[]], {}, "a completion must be a string or a list of messages, the last with a 'content'; "
+                                  "got []"),
+        (QUESTIONS[:2], RESPONSES[:2], {"question": QUESTIONS[:1]}, "2 prompts but a `question` column of 1"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            fn(prompts, completions, **kwargs)
+        assert str(error.value) == message
+
+
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "conversational"])
 def test_grpo_trainer_takes_two_steps_on_the_learned_reward(run_dir, tmp_path, chat):
     """TRL's GRPOTrainer (micro policy, CPU) paid by the run's reward: plain prompts with a `question` column, or
