@@ -173,10 +173,9 @@ def config_from(saved: dict, where: str = "the run's config.json") -> TrainConfi
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     values = {k: v for k, v in saved.items() if k in defaults}
     for name, value in values.items():
-        kind = type(defaults[name])  # str, int, float or bool; an int is a float too, a bool is no number
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise UserError(f"{where}: {name} {value!r} is not {KINDS[kind.__name__]}")
+        kind = type(defaults[name])  # str, int, float or bool, as JSON reads them back; 2 is a float's value too
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            raise UserError(f"{where}: {name} {value!r} is not {KINDS[kind.__name__]}")
     cfg = TrainConfig(**values)
     try:
         check_values(cfg)

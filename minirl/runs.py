@@ -143,7 +143,13 @@ def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
             raise RunError(f"{folder} holds other files and no minirl run (no config.json); choose a new or empty "
                            "--out")
         return
-    if "config_hash" not in saved_config(folder, "; choose another --out or give --overwrite"):
+    try:
+        saved = saved_config(folder, "; --overwrite replaces the run")
+    except RunError:
+        if cfg.overwrite:  # a run's settings that cannot be read: replaced
+            return
+        raise
+    if "config_hash" not in saved:
         raise RunError(f"{folder}/config.json is not a minirl run's; choose a new or empty --out")
     if cfg.overwrite:
         return

@@ -42,6 +42,15 @@ def test_a_config_json_that_is_not_a_runs_is_never_overwritten(run_dir, tmp_path
     assert (model / "config.json").read_text() == '{"model_type": "llama"}'
 
 
+def test_overwrite_replaces_a_run_whose_settings_cannot_be_read(run_dir, tmp_path):
+    run = finished_sft(run_dir, tmp_path)
+    (run / "config.json").write_text('{"algo": ')  # cut short
+    one_error_line(invoke([*SFT, "--steps", "1", "--out", "{tmp}/run"], run_dir, tmp_path), 1,
+                   "config.json: unreadable, empty or not a JSON object (the run's settings); --overwrite replaces")
+    assert invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--overwrite"], run_dir, tmp_path).exit_code == 0
+    assert "config_hash" in json.loads((run / "config.json").read_text())
+
+
 def test_an_empty_out_folder_is_used(run_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     assert invoke([*SFT, "--steps", "1", "--out", "{tmp}/empty"], run_dir, tmp_path).exit_code == 0
