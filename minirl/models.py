@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -130,6 +131,8 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
         raise ModelError(f"{name}: no such model folder or file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        if not gguf_file:
+            check_fits_in_memory(name, transformers.AutoConfig.from_pretrained(str(path)), dtype)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     except SafetensorError as e:  # a weights file cut short (a full disk, an interrupted copy) or overwritten
         files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
@@ -144,6 +147,23 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def check_fits_in_memory(name: str, config, dtype: torch.dtype) -> None:
+    """Refuse, before it is built, a model whose weights alone outgrow this machine's memory: the process would be
+    killed without a word (a config.json without sizes even builds transformers' default 7B Llama)."""
+    sizes = [getattr(config, k, None) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")]
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, AttributeError, OSError):  # no way to know here (Windows): let it try
+        return
+    if None in sizes:
+        return
+    hidden, layers, mlp, vocab = sizes  # attention 4 h^2 and a gated MLP 3 h m a layer, embeddings in and out
+    need = (layers * (4 * hidden * hidden + 3 * hidden * mlp) + 2 * vocab * hidden) * torch.finfo(dtype).bits // 8
+    if need > memory:
+        raise ModelError(f"{name}: its weights need about {need / 2**30:.0f} GiB, more than this machine's "
+                         f"{memory / 2**30:.0f} GiB (a config.json without the model's sizes?)")
 
 
 def reason(error: Exception) -> str:

@@ -3,6 +3,7 @@ one `error:` line and an exit code, never a traceback or a hang, and nothing of 
 and argument lists are test_bad_inputs.py's; runs are micro (seconds)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -125,3 +126,13 @@ def test_a_malformed_tokenizer_is_one_line(run_dir, tmp_path, where, command, me
     (tmp_path / "run" / where / "tokenizer.json").write_text("{}")  # JSON, but no tokenizer
     one_error_line(invoke(command, run_dir, tmp_path), 1, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(run_dir, tmp_path, monkeypatch):
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda key: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**18}.get(key) or real(key))
+    shutil.copytree(run_dir, tmp_path / "run")
+    (tmp_path / "run/policy/config.json").write_text('{"model_type": "llama"}')  # no sizes: transformers' 7B default
+    one_error_line(invoke(["inspect", "--run", "{tmp}/run", "--question", "1"], run_dir, tmp_path), 1,
+                   "its weights need about 25 GiB, more than this machine's 1 GiB")
+    assert invoke(["inspect", "--run", "{run}", "--question", "1"], run_dir, tmp_path).exit_code == 0  # micro: fits
