@@ -156,9 +156,11 @@ def rerank(
         if from_samples:
             if not Path(run).is_dir():  # read for the run's default score only, yet named: it must exist
                 raise runs.RunError(f"--run {run}: no such run folder")
+            default_score = run_default_score(run, reward_from)  # a broken config.json: said before any work
             records = load_records(from_samples)
         else:
             records = sample_records(run, reward_from, data, questions, n, max_new_tokens, seed)
+            default_score = run_default_score(run, reward_from)
             if samples:
                 save_records(records, samples)
         n_min = min(len(r["samples"]) for r in records)
@@ -168,7 +170,7 @@ def rerank(
         Console().print(tables.rerank_table_view(figures, ks, title))
         for line in tables.auroc_interval_lines(figures, AUROC_INTERVALS):
             Console().print(line, markup=False)
-        Console().print(f"minirl.reward.score ranks by row: {run_default_score(run, reward_from)}", markup=False)
+        Console().print(f"minirl.reward.score ranks by row: {default_score}", markup=False)
         if out:
             with open(out, "w") as f:
                 json.dump(figures, f, indent=2)

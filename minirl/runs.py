@@ -139,7 +139,7 @@ def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
     reused silently. --resume continues the same settings; --overwrite starts again. A folder that is not a run's
     is never cleared: its files are someone's."""
     if not (folder / "config.json").exists():
-        if folder.is_dir() and any(folder.iterdir()):
+        if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):  # .DS_Store is no file
             raise RunError(f"{folder} holds other files and no minirl run (no config.json); choose a new or empty "
                            "--out")
         return

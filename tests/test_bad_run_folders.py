@@ -54,6 +54,7 @@ def test_overwrite_replaces_a_run_whose_settings_cannot_be_read(run_dir, tmp_pat
 
 def test_an_empty_out_folder_is_used(run_dir, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/.DS_Store").write_text("")  # a file browser's: the folder still counts as empty
     assert invoke([*SFT, "--steps", "1", "--out", "{tmp}/empty"], run_dir, tmp_path).exit_code == 0
     assert (tmp_path / "empty/summary.json").is_file()
 
