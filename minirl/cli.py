@@ -245,7 +245,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     html: str | None = typer.Option(None, metavar="FILE", help="also save the per-token view as HTML, to share it"),
     palette: str = typer.Option("blue-orange", help="token colours: blue-orange (colour-blind safe) or red-green"),
 ) -> None:
-    from minirl import localise, runs
+    from minirl import localise, runs, tables
 
     with user_errors():
         response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette,
@@ -260,23 +260,12 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         if localisation is not None:  # Hit@1 / Hit@3 in two settings (M7)
             figures = {"run": run, "head": head, **localise.localisation(
                 policy, tokenizer, reward_model, test, localisation, max_new, seed, cfg.data == "synthetic")}
-            print_localisation(figures, as_json)
+            tables.print_localisation(figures, as_json)
             return
         where, question_text, gold = pick_question(test, question, text)
         traces = localise.score_traces(policy, tokenizer, reward_model, question_text, localise.traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
         print_question(where, question_text, gold, head, traces, as_json, html, palette)
-
-
-def print_localisation(figures: dict, as_json: bool) -> None:
-    """`inspect --localisation`'s figures as tables (tables.localisation_report), or as JSON."""
-    from minirl import tables
-
-    if as_json:
-        typer.echo(json.dumps(figures))
-        return
-    for part in tables.localisation_report(figures):
-        Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
 
 
 def print_question(where: str, question: str, gold: str | None, head: str | None, traces: list[dict],

@@ -3,9 +3,10 @@ localisation's Hit@k (M7), and a run's summary. Rich tables only; nothing here i
 
 from __future__ import annotations
 
+import json
 import math
 
-from rich.console import RenderableType
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 
@@ -69,6 +70,15 @@ def localisation_table(figures: dict, title: str) -> Table:
                 cells[0] += " [{:.2f}, {:.2f}]".format(*figures["hit@1_ci"][name])
             table.add_row(label, rule, *cells)
     return table
+
+
+def print_localisation(figures: dict, as_json: bool) -> None:
+    """`minirl inspect --localisation`'s figures as tables (`localisation_report`), or as one JSON line."""
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for part in localisation_report(figures):
+        Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
 
 
 def localisation_report(figures: dict) -> list[RenderableType]:
