@@ -159,11 +159,14 @@ def check_fits_in_memory(name: str, config, dtype: torch.dtype) -> None:
         return
     if None in sizes:
         return
-    hidden, layers, mlp, vocab = sizes  # attention 4 h^2 and a gated MLP 3 h m a layer, embeddings in and out
-    need = (layers * (4 * hidden * hidden + 3 * hidden * mlp) + 2 * vocab * hidden) * torch.finfo(dtype).bits // 8
+    hidden, layers, mlp, vocab = sizes  # a layer: attention (q, o; k, v for the kv heads), a gated MLP 3 h m
+    heads = getattr(config, "num_attention_heads", None) or 1
+    kv = hidden * (getattr(config, "num_key_value_heads", None) or heads) // heads  # k and v width (grouped queries)
+    embeddings = vocab * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+    need = (layers * (2 * hidden * (hidden + kv) + 3 * hidden * mlp) + embeddings) * torch.finfo(dtype).bits // 8
     if need > memory:
         raise ModelError(f"{name}: its weights need about {need / 2**30:.0f} GiB, more than this machine's "
-                         f"{memory / 2**30:.0f} GiB (a config.json without the model's sizes?)")
+                         f"{memory / 2**30:.0f} GiB of memory")
 
 
 def reason(error: Exception) -> str:

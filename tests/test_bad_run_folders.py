@@ -137,3 +137,21 @@ def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(run_dir, 
     one_error_line(invoke(["inspect", "--run", "{tmp}/run", "--question", "1"], run_dir, tmp_path), 1,
                    "its weights need about 25 GiB, more than this machine's 1 GiB")
     assert invoke(["inspect", "--run", "{run}", "--question", "1"], run_dir, tmp_path).exit_code == 0  # micro: fits
+
+
+def test_the_memory_estimate_counts_grouped_kv_heads_and_tied_embeddings(monkeypatch):
+    from transformers import LlamaConfig
+
+    from minirl.models import ModelError, check_fits_in_memory
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda key: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}.get(key) or real(key))
+    llama3_8b = LlamaConfig(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336, vocab_size=128256,
+                            num_attention_heads=32, num_key_value_heads=8)  # 8,030,261,248 parameters: 29.9 GiB fp32
+    with pytest.raises(ModelError, match="need about 30 GiB, more than this machine's 16 GiB"):
+        check_fits_in_memory("llama-3-8b", llama3_8b, torch.float32)
+    check_fits_in_memory("llama-3-8b", llama3_8b, torch.bfloat16)  # 15.0 GiB: fits in 16
+    sizes = dict(hidden_size=4096, num_hidden_layers=1, intermediate_size=4096, vocab_size=2**19)
+    check_fits_in_memory("tied", LlamaConfig(**sizes, tie_word_embeddings=True), torch.float32)  # 8 + 0.4 GiB
+    with pytest.raises(ModelError, match="need about 16 GiB"):  # embeddings in and out: 2 x 8 GiB + 0.4
+        check_fits_in_memory("untied", LlamaConfig(**sizes, tie_word_embeddings=False), torch.float32)
