@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minirl.models import autocast, lm_forward, lm_forward_shared_prompts
+from minirl.logprobs import lm_forward, lm_forward_shared_prompts
+from minirl.models import autocast
 from minirl.rollout import Batch, micro_batches
 
 # ---------------------------------------------------------------- 1. advantages

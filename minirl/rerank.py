@@ -22,6 +22,7 @@ import torch
 
 from minirl.config import TrainConfig
 from minirl.data import DataError, extract_answer, format_prompt, is_correct, read_jsonl
+from minirl.logprobs import token_logprobs
 from minirl.metrics import (
     auroc,
     bootstrap_ci,
@@ -32,7 +33,7 @@ from minirl.metrics import (
     welch_t,
     within_question_auroc,
 )
-from minirl.models import RewardModel, autocast, token_logprobs
+from minirl.models import RewardModel, autocast
 from minirl.rollout import encode, in_chunks, sample_answers
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")

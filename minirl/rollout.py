@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from minirl.config import NumericalError
 from minirl.data import format_prompt
-from minirl.models import position_ids
+from minirl.logprobs import position_ids
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minirl.models import autocast, token_logprobs
+from minirl.logprobs import token_logprobs
+from minirl.models import autocast
 from minirl.rollout import Batch, micro_batches
 
 

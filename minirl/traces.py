@@ -25,7 +25,8 @@ from minirl.airl import last_difference
 from minirl.config import TrainConfig
 from minirl.data import format_prompt, perturb
 from minirl.localise import char_to_token_span
-from minirl.models import RewardModel, autocast, logprobs_of, position_ids, response_logprobs
+from minirl.logprobs import logprobs_of, position_ids, response_logprobs
+from minirl.models import RewardModel, autocast
 from minirl.rollout import make_batch, text_ids
 from minirl.viz import split_steps
 

@@ -42,17 +42,16 @@ from minirl.config import (
 )
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
 from minirl.fit_reward import check_train_layers, fit_reward
+from minirl.logprobs import lm_forward, token_logprobs
 from minirl.models import (
     autocast,
     check_model_paths,
     frozen_copy,
     hidden_size,
-    lm_forward,
     load_lm,
     load_policy,
     pick_device,
     save_lm,
-    token_logprobs,
 )
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, trace_means, whiten
 from minirl.rerank import evaluate

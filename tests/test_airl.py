@@ -22,7 +22,8 @@ from minirl.airl import (
     negatives,
     policy_rewards,
 )
-from minirl.models import RewardModel, build_tiny_lm, token_logprobs
+from minirl.logprobs import token_logprobs
+from minirl.models import RewardModel, build_tiny_lm
 from minirl.rollout import encode, text_ids
 
 LOG2 = math.log(2.0)

@@ -8,16 +8,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from minirl.models import (
-    ModelError,
-    RewardModel,
-    build_tiny_lm,
-    build_tokenizer,
-    lm_forward,
-    load_lm,
-    position_ids,
-    token_logprobs,
-)
+from minirl.logprobs import lm_forward, position_ids, token_logprobs
+from minirl.models import ModelError, RewardModel, build_tiny_lm, build_tokenizer, load_lm
 from minirl.rollout import encode, make_batch
 
 PROMPTS = ["Question: Ava has 4 pens. How many?\nAnswer: ",

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from minirl.config import from_preset
-from minirl.models import build_tokenizer, lm_forward, lm_forward_shared_prompts, token_logprobs
+from minirl.logprobs import lm_forward, lm_forward_shared_prompts, token_logprobs
+from minirl.models import build_tokenizer
 from minirl.ppo import (
     Rollout,
     gae_advantages,

@@ -18,7 +18,8 @@ from torch import nn
 from minirl.airl import class_weights, discriminator_loss, discriminator_step
 from minirl.config import from_preset
 from minirl.data import synthetic_tasks
-from minirl.models import RewardModel, autocast, build_tiny_lm, lm_forward, token_logprobs
+from minirl.logprobs import lm_forward, token_logprobs
+from minirl.models import RewardModel, autocast, build_tiny_lm
 from minirl.ppo import Rollout, ppo_update, whiten
 from minirl.rollout import encode, sample
 from minirl.sft import sft_loss, sft_step
