@@ -72,6 +72,11 @@ def read_jsonl(path: Path) -> list[tuple[int, object]]:
     return rows
 
 
+def is_number(value: object) -> bool:
+    """A JSON number (NaN and infinities included, as Python's json writes them); true and false are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_jsonl_tasks(path: Path) -> list[dict[str, str]]:
     tasks = []
     for i, row in read_jsonl(path):

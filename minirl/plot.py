@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from minirl.config import UserError
+from minirl.data import is_number
 
 MISSING = "minirl plot needs matplotlib: pip install -e '.[plot]'"
 # (title, row kind, keys): one panel each, in this order; "disc" = warm-up steps, then iterations
@@ -140,13 +141,8 @@ def run_names(folders: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(f) for f in folders]
 
 
-def number(value) -> bool:
-    """A logged figure; null (a non-finite value, see runs.finite_or_none) and flags are not."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def logged(rows: list[dict], keys: tuple[str, ...]) -> bool:
-    return any(number(row.get(key)) for row in rows for key in keys)
+    return any(is_number(row.get(key)) for row in rows for key in keys)
 
 
 def series(rows: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
@@ -155,7 +151,7 @@ def series(rows: list[dict], kind: str, key: str) -> tuple[list[float], list[flo
     xs, ys = [], []
     for row in rows:
         value = row.get(key)
-        if not number(value):
+        if not is_number(value):
             continue
         if kind == "disc" and ("warmup_step" in row or "iter" in row):
             xs.append(row["warmup_step"] if "warmup_step" in row else warmup + row["iter"])
@@ -195,8 +191,8 @@ def plottable(sample) -> bool:
     """A sample of eval_samples.jsonl (rerank.save_records) with what the histograms read of it."""
     rewards = sample.get("rewards") if isinstance(sample, dict) else None
     return (isinstance(sample, dict) and isinstance(sample.get("correct"), bool)
-            and (rewards is None or isinstance(rewards, list) and all(map(number, rewards)))
-            and (sample.get("logprob") is None or number(sample["logprob"])))
+            and (rewards is None or isinstance(rewards, list) and all(map(is_number, rewards)))
+            and (sample.get("logprob") is None or is_number(sample["logprob"])))
 
 
 # ---------------------------------------------------------------- drawing

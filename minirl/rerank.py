@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minirl.config import TrainConfig
-from minirl.data import DataError, extract_answer, format_prompt, is_correct, read_jsonl
+from minirl.data import DataError, extract_answer, format_prompt, is_correct, is_number, read_jsonl
 from minirl.logprobs import token_logprobs
 from minirl.metrics import (
     auroc,
@@ -210,18 +210,13 @@ def load_records(path: str | Path) -> list[dict]:
     return records
 
 
-def number(value) -> bool:
-    """A JSON number (NaN and infinities included, as `save_records` writes them); true and false are not."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # each sample's fields as `sample_and_score` writes them: (test, what the field must be)
 SAMPLE_FIELDS = {
     "correct": (lambda v: isinstance(v, bool), "true or false"),
-    "answer": (lambda v: v is None or number(v), "a number or null"),
-    "logprob": (number, "a number"),
+    "answer": (lambda v: v is None or is_number(v), "a number or null"),
+    "logprob": (is_number, "a number"),
     "tokens": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings"),
-    "rewards": (lambda v: v is None or isinstance(v, list) and all(map(number, v)),
+    "rewards": (lambda v: v is None or isinstance(v, list) and all(map(is_number, v)),
                 "a list of numbers, or null without a reward model"),
 }
 
