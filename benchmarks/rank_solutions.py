@@ -68,13 +68,32 @@ def read_solutions(path: Path) -> dict[str, list[dict]]:
     """question -> its labelled responses, in file order; a line without the three keys is one DataError."""
     by_question: dict[str, list[dict]] = {}
     for i, row in read_jsonl(path):
-        if not (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("response"), str)
-                and isinstance(row.get("correct"), bool)):
+        if not is_solution(row):
             raise DataError(f"{path}:{i}: not a labelled solution (question: str, response: str, correct: bool)")
         by_question.setdefault(row["question"], []).append(row)
     if not by_question:
         raise DataError(f"{path}: no solutions in file")
     return by_question
+
+
+def is_solution(row: object) -> bool:
+    """A labelled solution: {"question": str, "response": str, "correct": bool}."""
+    return (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("response"), str)
+            and isinstance(row.get("correct"), bool))
+
+
+def answered(out: Path) -> set[str]:
+    """The questions that `sample`'s output already holds (none before it exists): the file is continued. Checked
+    before any work: a file holding anything but labelled solutions (GSM8K problems, say) is never appended to."""
+    runs.check_output(out, "OUT")
+    if not out.exists():
+        return set()
+    rows = read_jsonl(out)
+    wrong = next((i for i, row in rows if not is_solution(row)), None)
+    if wrong is not None:
+        raise DataError(f"{out}:{wrong}: not a labelled solution (question: str, response: str, correct: bool); "
+                        "`sample` continues an existing file of its own solutions only: name a new file")
+    return {row["question"] for _, row in rows}
 
 
 @torch.no_grad()
@@ -104,7 +123,7 @@ def sample(run: Path = typer.Argument(..., help="a run folder: its policy answer
         tasks = [t for t in load_gsm8k(str(data))[skip:] if t["answer"].count("<<") <= max_steps][:questions]
         if not tasks:
             raise DataError(f"{data}: no problem after the first {skip} has at most {max_steps} calculation steps")
-        done = {row["question"] for _, row in read_jsonl(out)} if out.exists() else set()
+        done = answered(out)
         todo = [t for t in tasks if t["question"] not in done]
         policy, tokenizer, _, _ = runs.load_run(run)
         torch.manual_seed(len(done))

@@ -32,7 +32,7 @@ from minirl import runs
 from minirl.airl import differing_runs
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, UsageError, config_from
-from minirl.data import load_tasks
+from minirl.data import DataError, load_tasks
 from minirl.fit_reward import TRACE_SCORES, heldout_figures, trace_scores
 from minirl.pool import pooled, read_pool
 from minirl.tables import fit_table
@@ -57,6 +57,8 @@ def report(run: Path, out: Path | None, validation: int) -> None:
     if validation and len(data["corpus"]) <= cfg.n_demos:
         raise UsageError(f"--validation {validation}: all {len(data['corpus'])} training problems are "
                          "demonstrations, none unseen")
+    if reward_model is None:
+        raise DataError(f"{run}: no reward model in this run (no reward/ inside); give a finished `--algo reward` run")
     if validation:  # problems after the demonstrations: `--algo reward` never reads them
         heldout = make_traces(tokenizer, data["rl"][:validation], [], random.Random(cfg.seed + 2))
     else:

@@ -29,10 +29,12 @@ from minirl.config import (
     TrainConfig,
     UsageError,
     UserError,
+    base_policy,
     check,
     config_from,
     default_out,
     from_preset,
+    reward_backbone,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -57,7 +59,6 @@ def user_errors() -> Iterator[None]:
 
 
 def train(ctx: typer.Context, print_config: bool, **options) -> None:
-    from minirl import runs
     from minirl.train import train as run_training
 
     # only the options given on the command line override the preset; by name, as newer typers vendor click
@@ -70,11 +71,21 @@ def train(ctx: typer.Context, print_config: bool, **options) -> None:
         try:
             run_training(cfg)
         except KeyboardInterrupt:  # Ctrl-C: where the run can be continued from, not a traceback
-            step = runs.last_checkpoint(Path(cfg.out) if cfg.out else default_out(cfg))
-            err.print("interrupted before the first checkpoint; nothing to resume" if step is None else
-                      f"interrupted at step {step}; --resume continues")
+            err.print(where_to_continue(cfg))
             raise typer.Exit(130) from None
     print_next_commands(cfg)
+
+
+def where_to_continue(cfg: TrainConfig) -> str:
+    """What Ctrl-C leaves: the run's last checkpoint, or that of the base model it was pretraining first."""
+    from minirl.runs import last_checkpoint
+
+    if (step := last_checkpoint(Path(cfg.out) if cfg.out else default_out(cfg))) is not None:
+        return f"interrupted at step {step}; --resume continues"
+    for pretrained in (base_policy(cfg), reward_backbone(cfg)):
+        if pretrained is not None and (step := last_checkpoint(Path(pretrained.out))) is not None:
+            return f"interrupted while pretraining {pretrained.out} (step {step}); the same command continues it"
+    return "interrupted before the first checkpoint; nothing to resume"
 
 
 def print_next_commands(cfg: TrainConfig) -> None:
@@ -151,7 +162,8 @@ def rerank(
     from minirl.reward import run_default_score
 
     with user_errors():
-        check_rerank_options(n, questions, max_new_tokens, seed, out, samples)
+        inputs = {"--run": run, "--reward-from": reward_from, "--data": data, "--from-samples": from_samples}
+        check_rerank_options(n, questions, max_new_tokens, seed, {"--out": out, "--samples": samples}, inputs)
         started = time.time()
         if from_samples:
             if not Path(run).is_dir():  # read for the run's default score only, yet named: it must exist
@@ -176,8 +188,10 @@ def rerank(
                 json.dump(figures, f, indent=2)
 
 
-def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int, out: str, samples: str) -> None:
-    """Refuse, before any sampling, options out of range (usage errors) and outputs that cannot be written."""
+def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int, outputs: dict[str, str],
+                         inputs: dict[str, str]) -> None:
+    """Refuse, before any sampling, options out of range (usage errors) and outputs that cannot be written or
+    would overwrite an input (option -> path, "" when not given)."""
     from minirl import runs
 
     for name, value, lowest in (("n", n, 1), ("questions", questions, 1), ("max-new-tokens", max_new_tokens, 0),
@@ -185,9 +199,11 @@ def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int,
         check_range(name, value, lowest)
     if n > 1024:  # the paper samples 16; a typo's extra zeros would sit in sampling, or fill the memory, for hours
         raise UsageError(f"--n {n}: at most 1024 samples per question")
-    for option, path in (("--out", out), ("--samples", samples)):
+    if outputs["--out"] and outputs["--out"] == outputs["--samples"]:
+        raise UsageError(f"--out and --samples are both {outputs['--out']}: give two files")
+    for option, path in outputs.items():
         if path:
-            runs.check_output(Path(path), option)
+            runs.check_output(Path(path), option, inputs=inputs)
 
 
 def check_range(name: str, value: int | None, lowest: int) -> None:
@@ -228,7 +244,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     run: str = typer.Option(..., metavar="PATH", help="a run folder (policy/, reward/, config.json)"),
     reward_from: str | None = typer.Option(None, metavar="PATH",
                                            help="take the reward model from this other run folder"),
-    question: int = typer.Option(0, help="index into the run's held-out test set"),
+    question: int | None = typer.Option(None, help="index into the run's held-out test set (default 0)"),
     text: str | None = typer.Option(None, help="a question given as text instead of --question"),
     trace: str | None = typer.Option(None, help="a response to score instead of sampling one"),
     trace_file: str | None = typer.Option(None, metavar="PATH",
@@ -248,8 +264,9 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     from minirl import localise, runs, tables
 
     with user_errors():
+        inputs = {"--run": run, "--reward-from": reward_from, "--trace-file": trace_file}  # --html may be none
         response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette,
-                                 text)
+                                 text, question, inputs)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)
         cfg = config_from(config, f"{run}/config.json")
         head = reward_model.head_kind if reward_model is not None else None
@@ -257,12 +274,14 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         if reward_model is None:
             err.print(f"[yellow]note:[/] {run} has no reward model (no reward/): showing the policy's log-prob instead")
         test = held_out_tasks(run, config) if localisation is not None or text is None else []
+        if localisation is not None and localisation > len(test):
+            raise UsageError(f"--localisation {localisation}: the held-out set has {len(test)} problems")
         if localisation is not None:  # Hit@1 / Hit@3 in two settings (M7)
             figures = {"run": run, "head": head, **localise.localisation(
                 policy, tokenizer, reward_model, test, localisation, max_new, seed, cfg.data == "synthetic")}
             tables.print_localisation(figures, as_json)
             return
-        where, question_text, gold = pick_question(test, question, text)
+        where, question_text, gold = pick_question(test, question or 0, text)
         traces = localise.score_traces(policy, tokenizer, reward_model, question_text, localise.traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
         print_question(where, question_text, gold, head, traces, as_json, html, palette)
@@ -290,7 +309,8 @@ def print_question(where: str, question: str, gold: str | None, head: str | None
 
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,
                   max_new_tokens: int | None, seed: int, html: str | None = None,
-                  palette: str = "blue-orange", text: str | None = None) -> str | None:
+                  palette: str = "blue-orange", text: str | None = None, question: int | None = None,
+                  inputs: dict[str, str | None] | None = None) -> str | None:
     """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
     from minirl import runs
     from minirl.data import PERTURBATIONS, DataError
@@ -303,8 +323,13 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
     if localisation is not None and (given := [o for o, v in (("--text", text), ("--trace", trace), ("--trace-file",
                                      trace_file), ("--perturb", perturb_kind)) if v is not None]):
         raise UsageError(f"--localisation measures over held-out problems; {given[0]} shows one trace: give one")
+    if text is not None and question is not None:
+        raise UsageError("give --question or --text, not both")
+    for option, given in (("--text", text), ("--trace", trace)):
+        if given is not None and not given.strip():
+            raise UsageError(f"{option} is empty")
     if html is not None:
-        runs.check_output(Path(html), "--html")
+        runs.check_output(Path(html), "--html", inputs=inputs)
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
         raise UsageError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:
@@ -317,9 +342,12 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
     if not Path(trace_file).is_file():
         raise DataError(f"--trace-file {trace_file}: no such file")
     try:
-        return Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
+        response = Path(trace_file).read_text(encoding="utf-8").rstrip("\n")
     except UnicodeDecodeError as e:
         raise DataError(f"--trace-file {trace_file}: not UTF-8 text (byte {e.start})") from None
+    if not response.strip():
+        raise DataError(f"--trace-file {trace_file}: empty")
+    return response
 
 
 def held_out_tasks(run: str, config: dict) -> list[dict]:

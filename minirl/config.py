@@ -228,6 +228,8 @@ AT_LEAST_ONE = ("prompts_per_iter", "samples_per_prompt", "minibatch_size", "ppo
                 "n_corpus", "disc_batch", "warmup_pool")
 NOT_NEGATIVE = ("steps", "train_layers", "disc_warmup", "disc_steps", "perturbed_per_expert", "lora_rank",
                 "micro_batch_size")
+AT_MOST = {"samples_per_prompt": 1024, "eval_samples": 1024, "ppo_epochs": 100, "disc_steps": 1000,
+           "perturbed_per_expert": 100}  # beyond: a typo's extra zeros, which would fill the memory or never end
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "change_share": "(0, 1)", "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]",
@@ -259,6 +261,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.train_layers and cfg.algo != "reward":
         raise UsageError(f"--train-layers {cfg.train_layers} is for --algo reward (the reward model alone, M10); "
                          f"--algo {cfg.algo} trains every layer")
+    if cfg.gguf_file and not cfg.init:
+        raise UsageError("--gguf-file names a file inside --init's folder: give --init too")
     if cfg.resume and cfg.overwrite:
         raise UsageError("give --resume or --overwrite, not both")
     if cfg.resume and cfg.lora_rank > 0:
@@ -280,6 +284,9 @@ def check_values(cfg: TrainConfig) -> None:
     for name in NOT_NEGATIVE:
         if not getattr(cfg, name) >= 0:
             raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must not be negative")
+    for name, most in AT_MOST.items():
+        if getattr(cfg, name) > most:
+            raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: at most {most}")
     for name, interval in INTERVALS.items():
         if not inside(getattr(cfg, name), interval):
             raise UsageError(f"--{dashed(name)} {getattr(cfg, name)}: must be in {interval}")

@@ -292,6 +292,8 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     """The trace(s) `inspect` shows for one question, each {label, text, span, correct}. With --perturb: the expert
     (or given) trace and a perturbed copy, the change's characters as span (M3). Otherwise the given trace or one
     sample, with its first wrong line as span (synthetic world only: its right solutions are deterministic text)."""
+    check_fits(policy, tokenizer, question, response if response is not None or perturb_kind is None else gold,
+               max_new_tokens)
     if perturb_kind is not None:
         clean = response if response is not None else gold
         if clean is None:
@@ -310,3 +312,14 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     wrong = gold is not None and not is_correct(response, gold)
     span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
     return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]
+
+
+def check_fits(policy, tokenizer, question: str, response: str | None, max_new_tokens: int) -> None:
+    """A question and trace (or a question and `max_new_tokens` to sample) longer than the model's context is
+    refused in one line, not scored for minutes far past the positions the model was trained on."""
+    limit = getattr(policy.config, "max_position_embeddings", None)
+    n = len(tokenizer(format_prompt(question, tokenizer) + (response or ""))["input_ids"])
+    need = n if response is not None else n + max_new_tokens
+    if limit and need > limit:
+        what = "question and trace" if response is not None else f"question and --max-new-tokens {max_new_tokens}"
+        raise DataError(f"the {what} take {need} tokens, more than the model's context of {limit}")

@@ -223,6 +223,10 @@ def load_policy(cfg: TrainConfig, data: dict[str, list[dict]]):
         policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
     else:
         raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
+    context = getattr(policy.config.get_text_config(), "max_position_embeddings", None)
+    if context and cfg.max_new_tokens >= context:  # sampling would run past the positions the model knows
+        raise ModelError(f"--max-new-tokens {cfg.max_new_tokens}: the model's context holds {context} tokens, the "
+                         "prompt included")
     if cfg.grad_checkpointing:  # transformers 5 renamed it "activation checkpointing"
         getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
     if device.type == "cpu" and cfg.precision == "bf16-mixed":  # SPEED (docs/speed.md): the fused attention's bf16

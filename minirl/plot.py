@@ -47,6 +47,7 @@ X_LABELS = {"eval_step": "step / iteration", "disc": "discriminator step", "iter
 LINESTYLES = ("-", "--", ":")  # the keys of one panel; colour tells the runs apart
 RIGHT, WRONG = "#2166ac", "#e66101"  # blue / orange, the colour-blind-safe pair of minirl.viz
 NCOLS = 4
+FORMATS = (".png", ".pdf", ".svg")  # what `out` may end in; no suffix: .png
 
 
 class PlotError(UserError):
@@ -55,9 +56,11 @@ class PlotError(UserError):
 
 def plot_runs(folders: list[str | Path], out: str | Path | None = None) -> Path:
     """Draw the curves of every run in `folders` (and the histograms of those with eval_samples.jsonl) into one
-    PNG; returns its path: `out`, else RUN/curves.png for one run and curves.png for several."""
+    figure, a PNG unless `out` ends in .pdf or .svg; returns the file written: `out` (.png added when it has no
+    suffix), else RUN/curves.png for one run and curves.png for several."""
     Figure, FigureCanvasAgg, Line2D = require_matplotlib()
     folders = [Path(f) for f in folders]
+    out = figure_path(out, folders)
     runs = dict(zip(run_names(folders), (read_metrics(f) for f in folders)))
     curves = curve_panels(runs)
     histograms = [[(name, *pair) for pair in histogram_pairs(f)] for name, f in zip(runs, folders)]
@@ -77,10 +80,29 @@ def plot_runs(folders: list[str | Path], out: str | Path | None = None) -> Path:
         axes[slot].set_axis_off()
     fig.legend(handles=[Line2D([], [], color=colours[name], label=name) for name in runs],
                loc="outside upper center", ncols=min(len(runs), 6), frameon=False)
-    out = Path(out) if out else (folders[0] / "curves.png" if len(folders) == 1 else Path("curves.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
+
+
+def figure_path(out: str | Path | None, folders: list[Path]) -> Path:
+    """The file the figure goes to, checked before any drawing: `out` with .png added when it has no suffix (what
+    matplotlib writes), else the default. A suffix other than FORMATS, a folder, or a file where a folder of the
+    path should be is one PlotError; missing folders are created when the figure is saved."""
+    if not out:
+        return folders[0] / "curves.png" if len(folders) == 1 else Path("curves.png")
+    path = Path(out)
+    if path.is_dir():  # matplotlib would write a .png beside it
+        raise PlotError(f"--out {out}: is a folder; name the figure, e.g. --out {path / 'curves.png'}")
+    path = path if path.suffix else path.with_suffix(".png")
+    if path.suffix.lower() not in FORMATS:
+        raise PlotError(f"--out {out}: a figure is a {'/'.join(FORMATS)} file (no suffix: .png), not {path.suffix}")
+    if path.is_dir():
+        raise PlotError(f"--out {out}: {path} is a folder")
+    existing = next(parent for parent in path.parents if parent.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise PlotError(f"--out {out}: {existing} is not a folder")
+    return path
 
 
 def layout(n_curves: int, n_histograms: list[int]) -> tuple[list[int], int]:

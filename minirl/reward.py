@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from minirl import runs
 from minirl.localise import display_rewards
@@ -41,6 +42,16 @@ class LearnedReward:
     reward_model: RewardModel
     batch_size: int = 8  # responses scored per forward pass
     default_score: str = "mean"  # what `score` ranks by unless told: `default_score_of` the run
+
+    def __post_init__(self) -> None:
+        """Loaded models, not a run's path (`load_reward(path)` loads a run folder), and a usable batch size."""
+        for name, kind, what in (("policy", nn.Module, "torch model"), ("tokenizer", PreTrainedTokenizerBase,
+                                 "transformers tokenizer"), ("reward_model", RewardModel, "minirl RewardModel")):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ValueError(f"{name} must be a loaded {what}, not {type(value).__name__}; a run folder's reward "
+                                 "is load_reward(path)")
+        check_batch_size(self.batch_size)
 
     def token_rewards(self, question: str, response: str) -> list[tuple[str, float]]:
         """Each response token (decoded alone, the final EOS included) with its reward as `minirl inspect` shows it:
@@ -63,6 +74,7 @@ class LearnedReward:
         (`mean`, `sum`, `min`, `last`, `discounted`, M5) or `f-logpi`, mean f - mean log pi; `auto` is the run's
         `default_score`."""
         aggregate = self.score_name(aggregate)
+        check_batch_size(self.batch_size)  # again: it may have been set since
         check_texts(questions, responses)
         if len(questions) != len(responses):
             raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
@@ -74,6 +86,12 @@ class LearnedReward:
                         "logprob": sum(r["logprobs"]) / len(r["logprobs"])} for r in results]
             scores += question_scores({"samples": samples}, aggregate)
         return scores
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Responses scored per forward pass: a whole number, at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
 
 
 def check_texts(questions: list[str], responses: list[str]) -> None:

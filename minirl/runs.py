@@ -40,7 +40,9 @@ from minirl.models import RewardModel, check_same_tokenizer, load_lm, load_token
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
-NOT_HASHED = ("resume", "overwrite", "out", "report_to")  # how a run is started or watched, not what it computes
+# how a run is started or watched, or how much memory a step takes (--resume after running out of memory may
+# lower it), not what it computes
+NOT_HASHED = ("resume", "overwrite", "out", "report_to", "micro_batch_size")
 STEP_KEYS = ("iter", "eval_step", "warmup_step", "step")  # what each kind of metrics.jsonl row counts
 ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json",
              "tensorboard")  # what a fresh start clears
@@ -157,20 +159,31 @@ def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
         raise RunError(f"{folder} holds a run with other settings ({what}); choose another --out or give --overwrite")
     if (folder / "summary.json").exists() and not cfg.resume:
         raise RunError(f"{folder} already holds a finished run with these settings; --overwrite trains it again")
+    if (step := last_checkpoint(folder)) is not None and not cfg.resume:  # a fresh start would delete its work
+        raise RunError(f"{folder} holds an unfinished run with these settings (checkpoint of step {step}); --resume "
+                       "continues it, --overwrite starts again")
 
 
 def check_folder(folder: Path, cfg: TrainConfig) -> None:
     """What `start` would refuse, checked before any work: a place where the folder cannot be written, a folder
     holding another run, --resume without a checkpoint."""
     check_output(folder, "--out", folder=True)
+    check_not_running(folder)
+    for option, given in (("--init", cfg.init), ("--reward-init", cfg.reward_init), ("--reward-from", cfg.reward_from)):
+        if given and not cfg.resume and Path(given).expanduser().resolve().is_relative_to(folder.resolve()):
+            raise RunError(f"{option} {given} lies in --out {folder}, which a fresh run clears; choose another --out")
     check_reusable(folder, cfg)
     if cfg.resume and not (folder / "checkpoint.json").exists():
         raise RunError(f"--resume: no checkpoint in {folder}")
 
 
-def check_output(path: Path, option: str, folder: bool = False) -> None:
+def check_output(path: Path, option: str, folder: bool = False, inputs: dict[str, str | None] | None = None) -> None:
     """Refuse, before any work, an output that cannot be written: a file's folder must exist; a run folder is
-    created with its parents, so the nearest existing one must be a folder. (Permissions show when writing.)"""
+    created with its parents, so the nearest existing one must be a folder. (Permissions show when writing.)
+    `inputs` (option -> path) are what the command reads: the output may be none of them, nor a run's own file."""
+    for name, given in (inputs or {}).items():
+        if given:
+            check_not_input(path, option, name, Path(given))
     if path.exists() and path.is_dir() != folder:
         raise RunError(f"{option} {path}: {'not a folder' if folder else 'is a folder, not a file'}")
     existing = path if folder else path.parent
@@ -182,9 +195,74 @@ def check_output(path: Path, option: str, folder: bool = False) -> None:
         raise RunError(f"{option} {path}: {existing} is not a folder")
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval_samples.jsonl", "checkpoint.json", "pool.jsonl",
+             "policy", "reward", "README.md")  # what an output written into a run folder may not replace
+
+
+def check_not_input(path: Path, option: str, name: str, given: Path) -> None:
+    """Writing `path` must not destroy `given`: the same file, or a file of the run folder `given`."""
+    target, source = path.resolve(), given.resolve()
+    if target == source:
+        raise RunError(f"{option} {path} is also {name}: writing it would destroy it; choose another file")
+    if source.is_dir() and target.is_relative_to(source):
+        first = target.relative_to(source).parts[0]
+        if first in RUN_FILES or first.startswith("checkpoint-"):
+            raise RunError(f"{option} {path} is a file of the run {given} ({name}); choose another name")
+
+
+# ---------------------------------------------------------------- one process per run folder
+
+LOCK = ".lock"  # the pid of the process training in the folder; a dotfile, so a folder holding only it is empty
+
+
+def running_pid(folder: Path) -> int | None:
+    """The pid of another live process training in `folder`, None when there is none (or it died: a stale lock)."""
+    try:
+        pid = int((folder / LOCK).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # it exists, under another user
+        pass
+    return pid
+
+
+def check_not_running(folder: Path) -> None:
+    if (pid := running_pid(folder)) is not None:
+        raise RunError(f"{folder} is being trained by another process (pid {pid}); wait for it to end or choose "
+                       "another --out")
+
+
+def lock(folder: Path) -> None:
+    """Claim `folder` for this process (a stale lock of a dead process is taken over)."""
+    try:
+        fd = os.open(folder / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        check_not_running(folder)  # another live process won the race: one line; a dead one's lock: replaced
+        (folder / LOCK).unlink(missing_ok=True)
+        return lock(folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+
+
+def unlock(folder: Path) -> None:
+    try:
+        if int((folder / LOCK).read_text()) == os.getpid():
+            (folder / LOCK).unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def start(folder: Path, cfg: TrainConfig) -> Run:
+    """Check, claim and prepare the run folder; the caller calls `unlock(folder)` when training ends."""
     check_folder(folder, cfg)
     folder.mkdir(parents=True, exist_ok=True)
+    lock(folder)
     record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(),
               "minirl_version": minirl.__version__}
     write_atomic(folder / "config.json", json.dumps(record, indent=2))  # first: the folder is a run's from now on

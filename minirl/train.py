@@ -96,6 +96,8 @@ def train(cfg: TrainConfig) -> dict:
         return train_rl(cfg, run, policy, tokenizer, data, reward_model)
     except NumericalError as e:
         raise runs.stopped(run, e) from None
+    finally:
+        runs.unlock(folder)
 
 
 def ensure_pretrained(base: TrainConfig) -> None:
@@ -104,6 +106,11 @@ def ensure_pretrained(base: TrainConfig) -> None:
     folder = Path(base.out)
     if (folder / "summary.json").exists():
         runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
+        return
+    step = runs.last_checkpoint(folder)
+    if step is not None and not runs.differences(folder, base):  # an interrupted build: continued, not redone
+        runs.console.print(f"[yellow]the base model at {folder} was interrupted: continuing from step {step}[/]")
+        train(replace(base, resume=True))
         return
     took = "about 30 minutes at one thread" if base.size == "small" else "a few minutes"
     runs.console.print(f"[yellow]no base model at {folder}: pretraining it first ({took})[/]")

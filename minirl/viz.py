@@ -19,6 +19,7 @@ rich's own wrapping. The caller decodes the tokens and computes the rewards; not
 from __future__ import annotations
 
 import io
+import unicodedata
 from pathlib import Path
 
 from rich.color import Color
@@ -166,6 +167,7 @@ def print_trace(
 ) -> None:
     """Print `render_trace(...)`, or `plain_trace(...)` when the console has no colour (NO_COLOR, not a tty)."""
     console = console or Console()
+    tokens = [visible(token) for token in tokens]
     if console.no_color or console.color_system is None:
         console.print(Text(plain_trace(tokens, rewards, mark, title=title, scale=scale)), soft_wrap=True)
     else:
@@ -177,7 +179,8 @@ def print_traces(traces: list[dict], where: str, question: str, what: str, conso
     """`minirl inspect`'s view of one question: each trace ({label, tokens, scores, mark, span, correct}, see
     `localise.score_traces`) on one colour scale, then whether its answer is right (when `correct` is set, against
     `expected`) and whether the lowest token falls in its marked range."""
-    console.print(Text.assemble((f"{where}: ", "bold"), question))
+    console.print(Text.assemble((f"{where}: ", "bold"), visible(question)))
+    expected = visible(expected) if expected is not None else None
     scale = max((abs(v) for t in traces for v in t["scores"]), default=0.0) or 1.0  # one scale: colours compare
     for t in traces:
         print_trace(t["tokens"], t["scores"], console, title=f"{t['label']} · {where} · {what}", mark=t["mark"],
@@ -203,6 +206,12 @@ def save_html(path: str | Path, draw, width: int = 110) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def visible(text: str) -> str:
+    """`text` with control characters but newline and tab shown as escapes (\\x1b), so that a question, trace or
+    data file cannot move the cursor, clear the screen or retitle the terminal."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in text)
 
 
 def _check(tokens: list[str], rewards: list[float], mark: tuple[int, int] | None = None) -> None:

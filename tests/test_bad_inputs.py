@@ -42,6 +42,8 @@ def write_bad_files(tmp: Path) -> None:
     (tmp / "keyless.jsonl").write_text(json.dumps({"question": "q", "records": []}) + "\n")
     (tmp / "six.jsonl").write_text("".join(gsm8k_line(f"Tom has {i} pens and buys 4. How many?", f"#### {i + 4}")
                                            for i in range(6)))
+    (tmp / "four.jsonl").write_text("".join(gsm8k_line(f"Ann has {i} cups and buys 2. How many?", f"#### {i + 2}")
+                                            for i in range(4)))
     (tmp / "seven-comma-two.jsonl").write_text(gsm8k_line("How many?", "3+4=72\n#### 7,2"))
 
 
@@ -136,11 +138,14 @@ TABLE = [
      "seven-comma-two.jsonl:1: the answer has no final number"),
     (["train", "--algo", "sft", "--init", "{run}", "--data", "{tmp}/six.jsonl", *OUT], None, 1,
      "six.jsonl: 6 problems, and 600 of them are held out for evaluation (--eval-questions 100"),
-    (["train", "--algo", "sft", "--init", "{run}", "--data", "{tmp}/six.jsonl", "--test-data", "{tmp}/six.jsonl",
-      "--final-questions", "10", "--eval-questions", "2", *OUT], None, 1,
-     "six.jsonl: 6 held-out problems, fewer than the evaluation asks for"),
-    (["train", "--init", "{run}", "--data", "{tmp}/six.jsonl", "--test-data", "{tmp}/six.jsonl", "--final-questions",
-      "4", "--eval-questions", "4", *OUT], None, 1, "six.jsonl: 2 problems for RL prompts, fewer than --prompts-per"),
+    (["train", "--algo", "sft", "--init", "{run}", "--data", "{tmp}/six.jsonl", "--test-data", "{tmp}/four.jsonl",
+      "--n-demos", "2", "--final-questions", "10", "--eval-questions", "2", *OUT], None, 1,
+     "four.jsonl: 4 held-out problems, fewer than the evaluation asks for"),
+    (["train", "--init", "{run}", "--data", "{tmp}/six.jsonl", "--test-data", "{tmp}/four.jsonl", "--n-demos", "1",
+      "--final-questions", "4", "--eval-questions", "4", *OUT], None, 1,
+     "six.jsonl: 1 problems for RL prompts, fewer than --prompts-per"),
+    (["train", "--init", "{run}", "--data", "{tmp}/six.jsonl", "--test-data", "{tmp}/six.jsonl", *OUT], None, 1,
+     "six.jsonl is the --data file itself"),
     (["train", "--algo", "sft", *SMALL, "--init", "{bad}", *OUT], "truncated-policy", 1,
      "policy/model.safetensors: truncated or corrupt safetensors"),
     (["train", "--algo", "sft", *SMALL, "--init", "{run}", "--out", "{bad}"], "empty-config", 1,

@@ -101,6 +101,32 @@ def test_plot_command_and_its_one_line_errors(tmp_path: Path, monkeypatch: pytes
     assert result.output.strip() == "error: minirl plot needs matplotlib: pip install -e '.[plot]'"
 
 
+@pytest.mark.parametrize(("out", "message"), [
+    ("c.jsonl", "--out {tmp}/c.jsonl: a figure is a .png/.pdf/.svg file (no suffix: .png), not .jsonl"),
+    ("d", "--out {tmp}/d: is a folder; name the figure, e.g. --out {tmp}/d/curves.png"),
+    ("e", "--out {tmp}/e: {tmp}/e.png is a folder"),
+    ("f/c.png", "--out {tmp}/f/c.png: {tmp}/f is not a folder"),
+])
+def test_plot_refuses_an_out_it_cannot_write(tmp_path: Path, out: str, message: str) -> None:
+    write_jsonl(tmp_path / "run" / "metrics.jsonl", airl_rows())
+    (tmp_path / "d").mkdir()
+    (tmp_path / "e.png").mkdir()
+    (tmp_path / "f").write_text("a file")
+    result = invoke("plot", str(tmp_path / "run"), "--out", str(tmp_path / out))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.output.strip() == "error: " + message.format(tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "e.png", "f", "run"]  # nothing written
+
+
+def test_plot_reports_the_file_it_wrote(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "run" / "metrics.jsonl", airl_rows())
+    result = invoke("plot", str(tmp_path / "run"), "--out", str(tmp_path / "c"))  # no suffix: matplotlib adds .png
+    assert result.exit_code == 0 and result.output.strip() == f"figure: {tmp_path / 'c.png'}", result.output
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG)
+    out = plot.plot_runs([tmp_path / "run"], tmp_path / "new" / "c.svg")  # missing folders are created
+    assert out == tmp_path / "new" / "c.svg" and out.read_text().lstrip().startswith("<?xml")
+
+
 @pytest.mark.parametrize("record", [{"samples": "x"}, {"samples": [1]}, {"samples": [{"rewards": [1.0]}]},
                                     {"samples": [{"correct": "yes"}]}, {"samples": [{"correct": True, "rewards": "x"}]},
                                     {"samples": [{"correct": True, "rewards": [1.0, "x"]}]},

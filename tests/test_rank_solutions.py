@@ -79,3 +79,24 @@ def test_sample_answers_easy_problems_after_the_skipped_ones_and_continues(bench
     assert len(out.read_text().splitlines()) == 6
     none = CliRunner().invoke(bench.app, [*args[:-2], "--max-new-tokens", "6", "--skip", "5"])
     assert none.exit_code == 1 and "gsm.jsonl: no problem after the first 5 has at most 2" in none.output
+
+
+@pytest.mark.parametrize("existing", [{"a": 1}, [1, 2], {"question": "problem 0", "answer": "1+1 = 2\n#### 2"}])
+def test_sample_refuses_to_append_to_a_file_of_other_rows(bench, run_dir, tmp_path, existing):
+    data = write_lines(tmp_path / "gsm.jsonl", [{"question": "problem 0", "answer": "1+1 = <<1+1=2>>2\n#### 2"}])
+    out = write_lines(tmp_path / "out.jsonl", [{"question": "q", "response": "r", "correct": True}, existing])
+    before = out.read_text()
+    result = CliRunner().invoke(bench.app, ["sample", str(run_dir), str(out), "--data", str(data), "--skip", "0",
+                                            "--questions", "1", "--n", "2", "--max-new-tokens", "4"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.output.strip().startswith(f"error: {out}:2: not a labelled solution")
+    assert len(result.output.strip().splitlines()) == 1 and out.read_text() == before
+
+
+def test_sample_refuses_an_output_it_cannot_write_before_any_work(bench, run_dir, tmp_path):
+    data = write_lines(tmp_path / "gsm.jsonl", [{"question": "problem 0", "answer": "1+1 = <<1+1=2>>2\n#### 2"}])
+    for out, says in ((tmp_path, "is a folder, not a file"), (tmp_path / "no" / "o.jsonl", "no such folder")):
+        result = CliRunner().invoke(bench.app, ["sample", str(run_dir), str(out), "--data", str(data), "--skip", "0",
+                                                "--questions", "1", "--n", "2", "--max-new-tokens", "4"])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.strip().startswith(f"error: OUT {out}: {says}"), result.output

@@ -13,7 +13,7 @@ from minirl.data import SYSTEM, format_prompt
 from minirl.localise import display_rewards
 from minirl.models import ModelError
 from minirl.rerank import aggregate, score_texts
-from minirl.reward import default_score_of, load_reward, question_of, trl_reward_func
+from minirl.reward import LearnedReward, default_score_of, load_reward, question_of, trl_reward_func
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples does he have?",
              "A box holds 6 pens. How many pens are in 2 boxes?", "Sam had 9 cards and gave away 5. How many are left?"]
@@ -143,3 +143,23 @@ def with_chat_template(run_dir: Path, run: Path) -> Path:
     for folder in (run / "policy", run / "reward" / "backbone"):
         tokenizer.save_pretrained(str(folder))
     return run
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, None])
+def test_a_batch_size_below_one_is_refused(run_dir, batch_size):
+    reward = load_reward(run_dir)
+    with pytest.raises(ValueError, match=f"batch_size must be a whole number of at least 1, not {batch_size!r}"):
+        replace(reward, batch_size=batch_size)
+    reward.batch_size = batch_size  # set after construction: refused when scoring, not a wrong number of scores
+    with pytest.raises(ValueError, match="batch_size must be"):
+        reward.score(QUESTIONS, RESPONSES)
+
+
+def test_a_reward_built_from_paths_points_at_load_reward(run_dir):
+    reward = load_reward(run_dir)
+    with pytest.raises(ValueError, match=r"policy must be a loaded torch model, not str; .* load_reward\(path\)"):
+        LearnedReward(str(run_dir), None, None)
+    with pytest.raises(ValueError, match="tokenizer must be a loaded transformers tokenizer, not NoneType"):
+        LearnedReward(reward.policy, None, reward.reward_model)
+    with pytest.raises(ValueError, match="reward_model must be a loaded minirl RewardModel, not PosixPath"):
+        LearnedReward(reward.policy, reward.tokenizer, run_dir / "reward")

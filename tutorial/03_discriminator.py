@@ -24,11 +24,11 @@ import random
 from pathlib import Path
 
 import torch
-from _common import RUNS, ensure_run, pick, save_figure
+from _common import RUNS, ensure_run, load_run, pick, save_figure
 from rich.console import Console
 from rich.table import Table
 
-from minirl import airl, rerank, runs
+from minirl import airl, rerank
 from minirl.data import synthetic_tasks
 from minirl.models import RewardModel
 from minirl.rollout import sample_answers
@@ -42,7 +42,7 @@ console = Console()
 
 # ---------------------------------------------------------------- the base policy and its world
 base_dir = ensure_run("pretrain")
-policy, tokenizer, _, config = runs.load_run(base_dir)  # policy in eval mode; no reward model in this run
+policy, tokenizer, _, config = load_run(base_dir)  # runs.load_run: policy in eval mode; no reward model here
 world = dict(n_demos=config["n_demos"], n_corpus=config["n_corpus"], misconception_rate=config["misconception_rate"])
 max_new = config["max_new_tokens"]
 rng = random.Random(0)

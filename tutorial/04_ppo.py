@@ -26,11 +26,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, save_figure, summary
+from _common import RUNS, ensure_run, fast_overrides, pick, run_folder, save_figure, summary, why_train
 from rich.console import Console
 from rich.table import Table
 
-from minirl import runs
 from minirl.config import from_preset
 from minirl.train import train
 
@@ -42,9 +41,10 @@ base_dir = ensure_run("pretrain")
 out = run_folder("airl") if not CHANGES else RUNS / ("airl-tiny-" + "-".join(f"{k}{v}" for k, v in CHANGES.items()))
 cfg = from_preset("tiny", "airl", init=str(base_dir), out=str(out), **{**fast_overrides(), **CHANGES})
 # A finished run is reused only when it was trained with these settings *and* this code: edit a line of
-# minirl/ppo.py and the run is trained again, so you see the numbers of your change.
-changed = runs.differences(out, cfg) if (out / "config.json").exists() else "no run yet"
-if (out / "summary.json").exists() and not changed:
+# minirl/ppo.py and the run is trained again, so you see the numbers of your change. (`why_train` says why not:
+# missing, unfinished, or what differs; a folder that holds no run of this tutorial stops the step in one line.)
+changed = why_train(out, cfg, code=True)
+if not changed:
     print(f"reusing the finished run in {out} (same settings and code)")
 else:
     print(f"training {out} ({changed})")

@@ -20,10 +20,10 @@ pooled AUROC of each score, then the gain of the learned reward over the random 
 from __future__ import annotations
 
 import torch
-from _common import ensure_run, pick
+from _common import ensure_run, load_run, pick
 from rich.console import Console
 
-from minirl import rerank, runs, tables
+from minirl import rerank, tables
 from minirl.config import config_from
 from minirl.data import load_tasks
 
@@ -34,7 +34,7 @@ console = Console()
 # One record per question: its N samples, each with its text, correctness, mean policy log-prob and per-token
 # rewards. Everything after this is arithmetic on the records (`rerank_table`), no model needed.
 airl_dir = ensure_run("airl")
-policy, tokenizer, reward_model, config = runs.load_run(airl_dir)
+policy, tokenizer, reward_model, config = load_run(airl_dir)  # runs.load_run; a broken run: one error line
 cfg = config_from(config)  # the run's own settings: its world (same seed -> same held-out problems)
 test = load_tasks(cfg)["test"][:QUESTIONS]
 torch.manual_seed(0)

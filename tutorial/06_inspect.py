@@ -21,17 +21,17 @@ from __future__ import annotations
 import random
 
 import torch
-from _common import ensure_run, pick
+from _common import ensure_run, load_run, pick
 from rich.console import Console
 
-from minirl import localise, runs, tables, viz
+from minirl import localise, tables, viz
 from minirl.config import config_from
 from minirl.data import format_prompt, is_correct, load_tasks, perturb
 from minirl.rollout import sample
 
 console = Console()
 airl_dir = ensure_run("airl")
-policy, tokenizer, reward_model, config = runs.load_run(airl_dir)
+policy, tokenizer, reward_model, config = load_run(airl_dir)  # runs.load_run; a broken run: one error line
 cfg = config_from(config)
 test = load_tasks(cfg)["test"]
 

@@ -4,6 +4,10 @@ MINIRL_TUTORIAL_FAST=1 shrinks every step to seconds (a micro model, a 300-probl
 so that the test suite can run the whole tutorial; its numbers mean nothing. Without it the steps use the
 `tiny` CPU preset as a student would. MINIRL_TUTORIAL_RUNS moves the run folders (default runs/tutorial);
 MINIRL_GSM8K_DIR names an offline copy of GSM8K (train.jsonl, test.jsonl) for steps 01 and 07.
+
+A run folder a step cannot use (settings or weights that cannot be read, someone else's files at its path) stops
+the step with one `error:` line and exit code 1, as the CLI does, saying what to do: the tutorial has no
+--overwrite, a run is trained again once its folder is deleted.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from minirl.config import TrainConfig
 
 FAST = os.environ.get("MINIRL_TUTORIAL_FAST") == "1"
 RUNS = Path(os.environ.get("MINIRL_TUTORIAL_RUNS", "runs/tutorial"))
@@ -40,7 +51,22 @@ def run_folder(algo: str) -> Path:
 
 def summary(folder: Path) -> dict:
     """A run's summary.json; a figure that was undefined (JSON null, e.g. an AUROC with no wrong sample) is nan."""
-    return {k: float("nan") if v is None else v for k, v in json.loads((folder / "summary.json").read_text()).items()}
+    path = folder / "summary.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: empty, cut short, not JSON, not UTF-8
+        saved = None
+    if not isinstance(saved, dict):
+        stop(f"{path}: unreadable, empty or not a JSON object (the run's final evaluation); {train_again(folder)}")
+    return {k: float("nan") if v is None else v for k, v in saved.items()}
+
+
+def load_run(folder: Path) -> tuple:
+    """minirl.runs.load_run: (policy, tokenizer, reward model or None, config dict) of a finished run folder."""
+    from minirl import runs
+
+    with one_line_errors(f"; {train_again(folder)}"):
+        return runs.load_run(folder)
 
 
 def save_figure(folders: list[Path], out: Path) -> None:
@@ -55,19 +81,75 @@ def save_figure(folders: list[Path], out: Path) -> None:
 
 
 def ensure_run(algo: str) -> Path:
-    """The run of step 02 or 04, trained now (exactly as that step does) when it is missing or was trained with
-    other settings."""
-    from minirl import runs
+    """The run of step 02 or 04, trained now (exactly as that step does) when it is missing, unfinished or was
+    trained with other settings."""
     from minirl.config import from_preset
     from minirl.train import train
 
     folder = run_folder(algo)
+    with one_line_errors():
+        check_run_folder(folder)  # before the base policy is trained for it
     init = "" if algo == "pretrain" else str(ensure_run("pretrain"))
     cfg = from_preset("tiny", algo, out=str(folder), init=init, overwrite=True, **fast_overrides())
-    changed = runs.differences(folder, cfg, code=False) if (folder / "config.json").exists() else "missing"
-    if (folder / "summary.json").exists() and not changed:
+    changed = why_train(folder, cfg)
+    if not changed:
         print(f"reusing {folder} (delete it to train again)")
         return folder
     print(f"{folder}: training it now ({algo}; {changed}), as the earlier step would")
-    train(cfg)
+    with one_line_errors():
+        train(cfg)
     return folder
+
+
+def why_train(folder: Path, cfg: TrainConfig, code: bool = False) -> str:
+    """Why the run in `folder` is trained now: missing, what differs from `cfg` (with `code`, also a change of
+    minirl's source) or unfinished; "" for a finished run with these settings. Anything else in its
+    place is one `error:` line (check_run_folder)."""
+    from minirl import runs
+
+    with one_line_errors():
+        check_run_folder(folder)
+        if not (folder / "config.json").exists():
+            return "missing"
+        changed = runs.differences(folder, cfg, code)
+    return changed or ("" if (folder / "summary.json").exists() else "unfinished: no summary.json")
+
+
+def check_run_folder(folder: Path) -> None:
+    """Refuse (RunError) what a step can neither reuse nor train into: a file or a folder of other files at the
+    run's path (never deleted: they may be someone's), a run whose settings cannot be read."""
+    from minirl import runs
+
+    config = folder / "config.json"
+    if config.exists() and "config_hash" not in runs.saved_config(folder, f"; {train_again(folder)}"):
+        raise runs.RunError(f"{config}: not a minirl run's settings; {train_again(folder)}")
+    if not config.exists() and folder.exists() and not is_empty_folder(folder):
+        what = "a folder of other files" if folder.is_dir() else "a file"
+        raise runs.RunError(f"{folder} is {what}, not a minirl run (no config.json); move it away, or set "
+                            "MINIRL_TUTORIAL_RUNS to another folder, so that the tutorial can train its run there")
+
+
+def is_empty_folder(folder: Path) -> bool:
+    return folder.is_dir() and all(p.name.startswith(".") for p in folder.iterdir())  # .DS_Store is no file
+
+
+def train_again(folder: Path) -> str:
+    """The tutorial's way to start a run afresh (it has no --overwrite)."""
+    return f"delete {folder} to train it again"
+
+
+@contextmanager
+def one_line_errors(hint: str = "") -> Iterator[None]:
+    """What the CLI's `user_errors` does, for a tutorial step: a run or file it cannot use is one `error:` line
+    (with `hint` after it) and exit code 1, not a traceback; bugs still raise."""
+    from minirl.config import UserError
+
+    try:
+        yield
+    except (UserError, OSError) as e:  # OSError: a file that cannot be read or written
+        stop(f"{e}{hint}")
+
+
+def stop(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
