@@ -28,7 +28,7 @@ from pathlib import Path
 
 import typer
 
-from minirl import runs
+from minirl import folders
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, base_policy, check, from_preset
 from minirl.train import ensure_pretrained, train
@@ -47,7 +47,7 @@ ARMS = ("sft", "airl", "airl-sft", "outcome")
 def run(cfg: TrainConfig) -> dict:
     """The summary of the run `cfg` describes, training it unless its folder holds it already."""
     folder = Path(cfg.out)
-    if (folder / "summary.json").exists() and not runs.differences(folder, cfg, code=False):
+    if (folder / "summary.json").exists() and not folders.differences(folder, cfg, code=False):
         return json.loads((folder / "summary.json").read_text())
     return train(replace(cfg, overwrite=True))
 

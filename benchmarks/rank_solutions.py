@@ -27,7 +27,7 @@ import torch
 import typer
 from rich.console import Console
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.cli import user_errors
 from minirl.data import DataError, extract_answer, is_correct, load_gsm8k, read_jsonl
 from minirl.rerank import rerank_table, save_records, score_texts
@@ -85,7 +85,7 @@ def is_solution(row: object) -> bool:
 def answered(out: Path) -> set[str]:
     """The questions that `sample`'s output already holds (none before it exists): the file is continued. Checked
     before any work: a file holding anything but labelled solutions (GSM8K problems, say) is never appended to."""
-    runs.check_output(out, "OUT")
+    folders.check_output(out, "OUT")
     if not out.exists():
         return set()
     rows = read_jsonl(out)

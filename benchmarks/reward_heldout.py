@@ -28,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.airl import differing_runs
 from minirl.cli import user_errors
 from minirl.config import TrainConfig, UsageError, config_from
@@ -51,7 +51,7 @@ def report(run: Path, out: Path | None, validation: int) -> None:
     """Score the run's held-out traces (or `validation` unseen training problems), print both tables, save JSON."""
     if out and not out.parent.is_dir():  # before minutes of scoring, not after
         raise UsageError(f"--out {out}: there is no folder {out.parent}")
-    cfg = config_from(runs.saved_config(run), f"{run}/config.json")
+    cfg = config_from(folders.saved_config(run), f"{run}/config.json")
     policy, tokenizer, reward_model, _ = runs.load_run(run)
     data = load_tasks(cfg)
     if validation and len(data["corpus"]) <= cfg.n_demos:

@@ -78,7 +78,7 @@ def train(ctx: typer.Context, print_config: bool, **options) -> None:
 
 def where_to_continue(cfg: TrainConfig) -> str:
     """What Ctrl-C leaves: the run's last checkpoint, or that of the base model it was pretraining first."""
-    from minirl.runs import last_checkpoint
+    from minirl.folders import last_checkpoint
 
     if (step := last_checkpoint(Path(cfg.out) if cfg.out else default_out(cfg))) is not None:
         return f"interrupted at step {step}; --resume continues"
@@ -157,7 +157,7 @@ def rerank(
 ) -> None:
     import time
 
-    from minirl import runs, tables
+    from minirl import folders, tables
     from minirl.rerank import load_records, rerank_table, save_records
     from minirl.reward import run_default_score
 
@@ -167,7 +167,7 @@ def rerank(
         started = time.time()
         if from_samples:
             if not Path(run).is_dir():  # read for the run's default score only, yet named: it must exist
-                raise runs.RunError(f"--run {run}: no such run folder")
+                raise folders.RunError(f"--run {run}: no such run folder")
             default_score = run_default_score(run, reward_from)  # a broken config.json: said before any work
             records = load_records(from_samples)
         else:
@@ -192,7 +192,7 @@ def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int,
                          inputs: dict[str, str]) -> None:
     """Refuse, before any sampling, options out of range (usage errors) and outputs that cannot be written or
     would overwrite an input (option -> path, "" when not given)."""
-    from minirl import runs
+    from minirl import folders
 
     for name, value, lowest in (("n", n, 1), ("questions", questions, 1), ("max-new-tokens", max_new_tokens, 0),
                                 ("seed", seed, 0)):
@@ -203,7 +203,7 @@ def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int,
         raise UsageError(f"--out and --samples are both {outputs['--out']}: give two files")
     for option, path in outputs.items():
         if path:
-            runs.check_output(Path(path), option, inputs=inputs)
+            folders.check_output(Path(path), option, inputs=inputs)
 
 
 def check_range(name: str, value: int | None, lowest: int) -> None:
@@ -312,7 +312,7 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
                   palette: str = "blue-orange", text: str | None = None, question: int | None = None,
                   inputs: dict[str, str | None] | None = None) -> str | None:
     """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
-    from minirl import runs
+    from minirl import folders
     from minirl.data import PERTURBATIONS, DataError
     from minirl.viz import PALETTES
 
@@ -329,7 +329,7 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
         if given is not None and not given.strip():
             raise UsageError(f"{option} is empty")
     if html is not None:
-        runs.check_output(Path(html), "--html", inputs=inputs)
+        folders.check_output(Path(html), "--html", inputs=inputs)
     if perturb_kind is not None and perturb_kind not in PERTURBATIONS:
         raise UsageError(f"--perturb {perturb_kind!r}: unknown; choose from {', '.join(PERTURBATIONS)}")
     if trace is not None and trace_file is not None:

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.airl import class_weights, discriminator_loss, label_mask
 from minirl.cards import write_model_card
 from minirl.config import TrainConfig, UsageError
@@ -196,7 +196,7 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict, reward
         if t.source == "perturbed":
             perturbed.setdefault(t.question, []).append(t)
     own = [t for t in traces if t.source == "policy"]
-    resuming = cfg.resume and runs.last_checkpoint(run.folder) is not None
+    resuming = cfg.resume and folders.last_checkpoint(run.folder) is not None
     start, _, _ = runs.resume(run, cfg if resuming else replace(cfg, resume=False), policy, {"disc": optimizer},
                               reward_model)
     for step in run.progress(range(start, cfg.steps), "reward model"):
@@ -220,6 +220,6 @@ def fit_reward(cfg: TrainConfig, run: Run, policy, tokenizer, data: dict, reward
                                        "pool_train": len(own), "pool_test_right": sum(bool(t.correct) for t in heldout
                                                                                       if t.source == "policy")})
     for kind in ("policy", "reward"):
-        write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
+        write_model_card(run.folder / kind, kind, folders.saved_config(run.folder), summary)
     Console().print(fit_table(summary, f"reward model · {run.folder}", TRACE_SCORES))
     return summary

@@ -24,7 +24,7 @@ from pathlib import Path
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.localise import display_rewards
 from minirl.models import ModelError, RewardModel
 from minirl.rerank import AGGREGATORS, question_scores, score_texts
@@ -118,7 +118,7 @@ def load_reward(run: str | Path, reward_from: str | Path | None = None) -> Learn
 def run_default_score(run: str | Path, reward_from: str | Path | None = None) -> str:
     """`default_score_of` the run that trained the reward (`reward_from`, else `run`); `mean` without its config."""
     folder = Path(reward_from or run)
-    return default_score_of(runs.saved_config(folder) if (folder / "config.json").is_file() else {})
+    return default_score_of(folders.saved_config(folder) if (folder / "config.json").is_file() else {})
 
 
 def default_score_of(config: dict) -> str:

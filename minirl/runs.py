@@ -17,7 +17,6 @@ Everything in a run folder is data: weights as safetensors, optimiser states loa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,24 +34,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import minirl
-from minirl.config import NumericalError, TrainConfig, UserError
+from minirl.config import NumericalError, TrainConfig
+from minirl.folders import RunError, check_folder, code_hash, config_hash, last_checkpoint, lock, saved_config
 from minirl.models import RewardModel, check_same_tokenizer, load_lm, load_tokenizer, pick_device, save_lm
 
 console = Console(stderr=True)
 SHOWN = ("loss", "disc_loss", "reward_per_seq", "train_acc", "approx_kl", "clip_frac", "response_len", "sampled_acc")
-# how a run is started or watched, or how much memory a step takes (--resume after running out of memory may
-# lower it), not what it computes
-NOT_HASHED = ("resume", "overwrite", "out", "report_to", "micro_batch_size")
 STEP_KEYS = ("iter", "eval_step", "warmup_step", "step")  # what each kind of metrics.jsonl row counts
 ARTEFACTS = ("policy", "reward", "summary.json", "eval_samples.jsonl", "checkpoint.json",
              "tensorboard")  # what a fresh start clears
 # Checked at every logged step (SFT step, discriminator step, PPO iteration): a NaN or inf here stops the run.
 MUST_BE_FINITE = ("loss", "grad_norm", "disc_loss", "disc_grad_norm", "reward_per_seq", "value_loss", "approx_kl",
                   "ratio", "entropy", "kl_ref")
-
-
-class RunError(UserError):
-    """A run folder that cannot be used as asked: the CLI prints it as one line."""
 
 
 @dataclass
@@ -96,166 +89,7 @@ def finite_or_none(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
-def config_hash(cfg: TrainConfig) -> str:
-    """A short hash of everything that changes what a run computes, and of the minirl version."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
-    text = json.dumps({"minirl": minirl.__version__, **settings}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def code_hash() -> str:
-    """A short hash of minirl's own source: a run trained by other code is not the same run (a student who
-    edits one line of the PPO loss must see new numbers, not a reused folder)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(minirl.__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
-    """What differs between the run in `folder` and `cfg` (settings, minirl version, and with `code` the source),
-    "" when nothing does. A setting that the run's version did not have yet counts as its default: that is what
-    the run did."""
-    old = {**asdict(TrainConfig()), **saved_config(folder, "; --overwrite replaces the run")}
-    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old[k] != v]
-    if changed:
-        return ", ".join(f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
-    if old.get("minirl_version") != minirl.__version__:
-        return f"minirl version {old.get('minirl_version')} -> {minirl.__version__}"
-    return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
-
-
-def saved_config(folder: Path, hint: str = "") -> dict:
-    path = folder / "config.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: empty, cut short, not JSON, not UTF-8
-        saved = None
-    if not isinstance(saved, dict):
-        raise RunError(f"{path}: unreadable, empty or not a JSON object (the run's settings){hint}")
-    return saved
-
-
-def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
-    """Refuse to mix runs: a folder holding a run under other settings or code (or a finished one) is never
-    reused silently. --resume continues the same settings; --overwrite starts again. A folder that is not a run's
-    is never cleared: its files are someone's."""
-    if not (folder / "config.json").exists():
-        if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):  # .DS_Store is no file
-            raise RunError(f"{folder} holds other files and no minirl run (no config.json); choose a new or empty "
-                           "--out")
-        return
-    try:
-        saved = saved_config(folder, "; --overwrite replaces the run")
-    except RunError:
-        if cfg.overwrite:  # a run's settings that cannot be read: replaced
-            return
-        raise
-    if "config_hash" not in saved:
-        raise RunError(f"{folder}/config.json is not a minirl run's; choose a new or empty --out")
-    if cfg.overwrite:
-        return
-    if what := differences(folder, cfg, code):
-        raise RunError(f"{folder} holds a run with other settings ({what}); choose another --out or give --overwrite")
-    if (folder / "summary.json").exists() and not cfg.resume:
-        raise RunError(f"{folder} already holds a finished run with these settings; --overwrite trains it again")
-    if (step := last_checkpoint(folder)) is not None and not cfg.resume:  # a fresh start would delete its work
-        raise RunError(f"{folder} holds an unfinished run with these settings (checkpoint of step {step}); --resume "
-                       "continues it, --overwrite starts again")
-
-
-def check_folder(folder: Path, cfg: TrainConfig) -> None:
-    """What `start` would refuse, checked before any work: a place where the folder cannot be written, a folder
-    holding another run, --resume without a checkpoint."""
-    check_output(folder, "--out", folder=True)
-    check_not_running(folder)
-    for option, given in (("--init", cfg.init), ("--reward-init", cfg.reward_init), ("--reward-from", cfg.reward_from)):
-        if given and not cfg.resume and Path(given).expanduser().resolve().is_relative_to(folder.resolve()):
-            raise RunError(f"{option} {given} lies in --out {folder}, which a fresh run clears; choose another --out")
-    check_reusable(folder, cfg)
-    if cfg.resume and not (folder / "checkpoint.json").exists():
-        raise RunError(f"--resume: no checkpoint in {folder}")
-
-
-def check_output(path: Path, option: str, folder: bool = False, inputs: dict[str, str | None] | None = None) -> None:
-    """Refuse, before any work, an output that cannot be written: a file's folder must exist; a run folder is
-    created with its parents, so the nearest existing one must be a folder. (Permissions show when writing.)
-    `inputs` (option -> path) are what the command reads: the output may be none of them, nor a run's own file."""
-    for name, given in (inputs or {}).items():
-        if given:
-            check_not_input(path, option, name, Path(given))
-    if path.exists() and path.is_dir() != folder:
-        raise RunError(f"{option} {path}: {'not a folder' if folder else 'is a folder, not a file'}")
-    existing = path if folder else path.parent
-    while folder and not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.exists():
-        raise RunError(f"{option} {path}: no such folder {existing}")
-    if not existing.is_dir():
-        raise RunError(f"{option} {path}: {existing} is not a folder")
-
-
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval_samples.jsonl", "checkpoint.json", "pool.jsonl",
-             "policy", "reward", "README.md")  # what an output written into a run folder may not replace
-
-
-def check_not_input(path: Path, option: str, name: str, given: Path) -> None:
-    """Writing `path` must not destroy `given`: the same file, or a file of the run folder `given`."""
-    target, source = path.resolve(), given.resolve()
-    if target == source:
-        raise RunError(f"{option} {path} is also {name}: writing it would destroy it; choose another file")
-    if source.is_dir() and target.is_relative_to(source):
-        first = target.relative_to(source).parts[0]
-        if first in RUN_FILES or first.startswith("checkpoint-"):
-            raise RunError(f"{option} {path} is a file of the run {given} ({name}); choose another name")
-
-
 # ---------------------------------------------------------------- one process per run folder
-
-LOCK = ".lock"  # the pid of the process training in the folder; a dotfile, so a folder holding only it is empty
-
-
-def running_pid(folder: Path) -> int | None:
-    """The pid of another live process training in `folder`, None when there is none (or it died: a stale lock)."""
-    try:
-        pid = int((folder / LOCK).read_text())
-    except (OSError, ValueError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # it exists, under another user
-        pass
-    return pid
-
-
-def check_not_running(folder: Path) -> None:
-    if (pid := running_pid(folder)) is not None:
-        raise RunError(f"{folder} is being trained by another process (pid {pid}); wait for it to end or choose "
-                       "another --out")
-
-
-def lock(folder: Path) -> None:
-    """Claim `folder` for this process (a stale lock of a dead process is taken over)."""
-    try:
-        fd = os.open(folder / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        check_not_running(folder)  # another live process won the race: one line; a dead one's lock: replaced
-        (folder / LOCK).unlink(missing_ok=True)
-        return lock(folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-
-
-def unlock(folder: Path) -> None:
-    try:
-        if int((folder / LOCK).read_text()) == os.getpid():
-            (folder / LOCK).unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def start(folder: Path, cfg: TrainConfig) -> Run:
@@ -355,14 +189,6 @@ def checkpoint_state(folder: Path) -> dict:
     if not state["folder"].startswith("checkpoint-") or "/" in state["folder"]:
         raise ValueError(f"checkpoint.json: folder {state['folder']!r} is not a checkpoint-N folder")
     return state
-
-
-def last_checkpoint(folder: Path) -> int | None:
-    """The step of the checkpoint in force in `folder`, None when there is none."""
-    try:
-        return json.loads((folder / "checkpoint.json").read_text())["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def require_finite(module: nn.Module | None, what: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.airl import (
     check_reward_from,
     discriminator_step,
@@ -74,7 +74,7 @@ def train(cfg: TrainConfig) -> dict:
     if backbone is not None:
         cfg = replace(cfg, reward_init=backbone.out)
     folder = Path(cfg.out) if cfg.out else default_out(cfg)
-    runs.check_folder(folder, cfg)
+    folders.check_folder(folder, cfg)
     data = load_tasks(cfg)
     check_sizes(cfg, data)
     for pretrained in (base, backbone):
@@ -97,7 +97,7 @@ def train(cfg: TrainConfig) -> dict:
     except NumericalError as e:
         raise runs.stopped(run, e) from None
     finally:
-        runs.unlock(folder)
+        folders.unlock(folder)
 
 
 def ensure_pretrained(base: TrainConfig) -> None:
@@ -105,10 +105,10 @@ def ensure_pretrained(base: TrainConfig) -> None:
     was trained with these settings, build it when missing."""
     folder = Path(base.out)
     if (folder / "summary.json").exists():
-        runs.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
+        folders.check_reusable(folder, replace(base, resume=True), code=False)  # same settings, or one clear line
         return
-    step = runs.last_checkpoint(folder)
-    if step is not None and not runs.differences(folder, base):  # an interrupted build: continued, not redone
+    step = folders.last_checkpoint(folder)
+    if step is not None and not folders.differences(folder, base):  # an interrupted build: continued, not redone
         runs.console.print(f"[yellow]the base model at {folder} was interrupted: continuing from step {step}[/]")
         train(replace(base, resume=True))
         return
@@ -147,7 +147,7 @@ def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict],
                        run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
     summary = runs.write_summary(run, {**figures, "best_step": best_step})
     for kind in ("policy", "reward") if reward_model is not None else ("policy",):
-        write_model_card(run.folder / kind, kind, runs.saved_config(run.folder), summary)
+        write_model_card(run.folder / kind, kind, folders.saved_config(run.folder), summary)
     Console().print(summary_table(summary, f"{cfg.algo} · {run.folder}"))
     if best_step == 0 and cfg.steps > 0:
         runs.console.print("[yellow]training never beat the starting policy on the validation problems: policy/ "

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from minirl import runs
+from minirl import folders, runs
 from minirl.cli import app
 from minirl.config import NumericalError
 from minirl.data import is_correct
@@ -303,7 +303,8 @@ def test_a_nan_after_a_checkpoint_keeps_that_checkpoint(run_dir, tmp_path, monke
     result = invoke([*SFT, *OUT], run_dir, tmp_path)
     one_error_line(result, 1, "sft step 2: loss is nan; training stopped, the checkpoint of step 1 is kept")
     out = tmp_path / "out"
-    assert runs.last_checkpoint(out) == 1 and sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000001"]
+    assert folders.last_checkpoint(out) == 1
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000001"]
     assert all_finite(out) and not (out / "summary.json").exists()
 
 

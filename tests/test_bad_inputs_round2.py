@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_bad_inputs import AIRL, OUT, SFT, invoke, one_error_line
 
-from minirl import runs, train
+from minirl import folders, train
 from minirl.config import TrainConfig
 
 # ---------------------------------------------------------------- an output is never one of the inputs
@@ -71,10 +71,10 @@ def interrupted_sft(run_dir: Path, tmp: Path) -> Path:
 
 def test_rerunning_without_resume_keeps_an_unfinished_runs_checkpoint(run_dir, tmp_path):
     run = interrupted_sft(run_dir, tmp_path)
-    step = runs.last_checkpoint(run)
+    step = folders.last_checkpoint(run)
     result = invoke([*SFT, "--steps", "2", "--out", "{tmp}/run"], run_dir, tmp_path)
     one_error_line(result, 1, f"holds an unfinished run with these settings (checkpoint of step {step}); --resume")
-    assert runs.last_checkpoint(run) == step
+    assert folders.last_checkpoint(run) == step
     assert invoke([*SFT, "--steps", "2", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path).exit_code == 0
 
 
@@ -82,16 +82,16 @@ def test_a_run_folder_another_live_process_trains_in_is_refused(run_dir, tmp_pat
     run = interrupted_sft(run_dir, tmp_path)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (run / runs.LOCK).write_text(str(other.pid))
+        (run / folders.LOCK).write_text(str(other.pid))
         result = invoke([*SFT, "--steps", "2", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path)
         one_error_line(result, 1, f"is being trained by another process (pid {other.pid})")
-        assert runs.last_checkpoint(run) is not None
+        assert folders.last_checkpoint(run) is not None
     finally:
         other.kill()
         other.wait()
     # the process is gone: its lock is stale, and the run continues; the lock is released at the end
     assert invoke([*SFT, "--steps", "2", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path).exit_code == 0
-    assert not (run / runs.LOCK).exists()
+    assert not (run / folders.LOCK).exists()
 
 
 def test_a_starting_model_inside_the_out_folder_is_refused(run_dir, tmp_path):
@@ -113,12 +113,12 @@ def test_resume_may_lower_the_micro_batch_size(run_dir, tmp_path):
 def test_an_interrupted_base_policy_build_is_continued_not_redone(tmp_path, monkeypatch):
     base = replace(TrainConfig(), algo="pretrain", out=str(tmp_path / "base"))
     calls = []
-    monkeypatch.setattr(runs, "last_checkpoint", lambda folder: 7)
-    monkeypatch.setattr(runs, "differences", lambda folder, cfg: "")
+    monkeypatch.setattr(folders, "last_checkpoint", lambda folder: 7)
+    monkeypatch.setattr(folders, "differences", lambda folder, cfg: "")
     monkeypatch.setattr(train, "train", lambda cfg: calls.append(cfg))
     train.ensure_pretrained(base)
     assert len(calls) == 1 and calls[0].resume  # continued from its checkpoint
-    monkeypatch.setattr(runs, "last_checkpoint", lambda folder: None)
+    monkeypatch.setattr(folders, "last_checkpoint", lambda folder: None)
     train.ensure_pretrained(base)
     assert not calls[1].resume  # nothing to continue: built afresh
 
@@ -197,11 +197,11 @@ def test_terminal_escapes_in_shown_text_are_printed_as_escapes(run_dir, tmp_path
 
 
 def test_the_lock_names_only_live_processes(tmp_path):
-    (tmp_path / runs.LOCK).write_text(str(os.getpid()))
-    assert runs.running_pid(tmp_path) is None  # this process's own lock
-    (tmp_path / runs.LOCK).write_text("not a pid")
-    assert runs.running_pid(tmp_path) is None
-    runs.lock(tmp_path)
-    assert (tmp_path / runs.LOCK).read_text() == str(os.getpid())
-    runs.unlock(tmp_path)
-    assert not (tmp_path / runs.LOCK).exists()
+    (tmp_path / folders.LOCK).write_text(str(os.getpid()))
+    assert folders.running_pid(tmp_path) is None  # this process's own lock
+    (tmp_path / folders.LOCK).write_text("not a pid")
+    assert folders.running_pid(tmp_path) is None
+    folders.lock(tmp_path)
+    assert (tmp_path / folders.LOCK).read_text() == str(os.getpid())
+    folders.unlock(tmp_path)
+    assert not (tmp_path / folders.LOCK).exists()

@@ -17,7 +17,7 @@ import pytest
 import typer
 
 import minirl
-from minirl import runs
+from minirl import folders
 from minirl.config import from_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def write_base_settings(common, finished: bool = True) -> Path:
     folder = common.run_folder("pretrain")
     cfg = from_preset("tiny", "pretrain", out=str(folder), init="", overwrite=True, **common.fast_overrides())
     folder.mkdir(parents=True)
-    record = {**asdict(cfg), "config_hash": runs.config_hash(cfg), "minirl_version": minirl.__version__}
+    record = {**asdict(cfg), "config_hash": folders.config_hash(cfg), "minirl_version": minirl.__version__}
     (folder / "config.json").write_text(json.dumps(record))
     if finished:
         (folder / "summary.json").write_text("{}")

@@ -95,7 +95,7 @@ def test_the_heldout_benchmark_refuses_a_bad_folder_in_one_line(tmp_path, capsys
         err = capsys.readouterr().err
         assert err.startswith("error:") and says in err and "Traceback" not in err
     # --validation asks for unseen training problems: a run whose demonstrations used them all has none
-    monkeypatch.setattr(module.runs, "saved_config", lambda run: {"n_demos": 5})
+    monkeypatch.setattr(module.folders, "saved_config", lambda run: {"n_demos": 5})
     monkeypatch.setattr(module.runs, "load_run", lambda run: (None, None, None, None))
     monkeypatch.setattr(module, "load_tasks", lambda cfg: {"corpus": [{}] * 5, "rl": []})
     with pytest.raises(typer.Exit) as stop:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from minirl import runs
+from minirl import folders, runs
 from minirl import train as train_module
 from minirl.cli import app
 from minirl.config import from_preset
@@ -140,7 +140,7 @@ def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_one_in_force(base
     with pytest.raises(OSError, match="No space left"):
         train(cfg)
     cut = tmp_path / "cut"
-    assert runs.last_checkpoint(cut) == 2  # checkpoint.json still names the complete checkpoint of iteration 2
+    assert folders.last_checkpoint(cut) == 2  # checkpoint.json still names the complete checkpoint of iteration 2
     assert (cut / "checkpoint-000004/policy").is_dir() and not (cut / "checkpoint-000004/optim.pt").exists()
     monkeypatch.setattr(runs.torch, "save", save)
     train(replace(cfg, resume=True))

@@ -105,27 +105,27 @@ def why_train(folder: Path, cfg: TrainConfig, code: bool = False) -> str:
     """Why the run in `folder` is trained now: missing, what differs from `cfg` (with `code`, also a change of
     minirl's source) or unfinished; "" for a finished run with these settings. Anything else in its
     place is one `error:` line (check_run_folder)."""
-    from minirl import runs
+    from minirl import folders
 
     with one_line_errors():
         check_run_folder(folder)
         if not (folder / "config.json").exists():
             return "missing"
-        changed = runs.differences(folder, cfg, code)
+        changed = folders.differences(folder, cfg, code)
     return changed or ("" if (folder / "summary.json").exists() else "unfinished: no summary.json")
 
 
 def check_run_folder(folder: Path) -> None:
     """Refuse (RunError) what a step can neither reuse nor train into: a file or a folder of other files at the
     run's path (never deleted: they may be someone's), a run whose settings cannot be read."""
-    from minirl import runs
+    from minirl import folders
 
     config = folder / "config.json"
-    if config.exists() and "config_hash" not in runs.saved_config(folder, f"; {train_again(folder)}"):
-        raise runs.RunError(f"{config}: not a minirl run's settings; {train_again(folder)}")
+    if config.exists() and "config_hash" not in folders.saved_config(folder, f"; {train_again(folder)}"):
+        raise folders.RunError(f"{config}: not a minirl run's settings; {train_again(folder)}")
     if not config.exists() and folder.exists() and not is_empty_folder(folder):
         what = "a folder of other files" if folder.is_dir() else "a file"
-        raise runs.RunError(f"{folder} is {what}, not a minirl run (no config.json); move it away, or set "
+        raise folders.RunError(f"{folder} is {what}, not a minirl run (no config.json); move it away, or set "
                             "MINIRL_TUTORIAL_RUNS to another folder, so that the tutorial can train its run there")
 
 
