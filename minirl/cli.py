@@ -158,7 +158,7 @@ def rerank(
     import time
 
     from minirl import folders, tables
-    from minirl.rerank import load_records, rerank_table, save_records
+    from minirl.rerank import load_records, rerank_table, sample_records, save_records
     from minirl.reward import run_default_score
 
     with user_errors():
@@ -216,29 +216,6 @@ def check_range(name: str, value: int | None, lowest: int) -> None:
         raise UsageError(f"--seed {value}: must be below 2^32")
 
 
-def sample_records(run: str, reward_from: str, data: str, questions: int, n: int, max_new_tokens: int,
-                   seed: int) -> list[dict]:
-    """`rerank`'s records: n samples for each of the first `questions` questions (the run's held-out set, or a
-    GSM8K file), scored by the run's reward model or `reward_from`'s."""
-    import torch
-
-    from minirl import runs
-    from minirl.data import DataError, load_gsm8k, load_tasks
-    from minirl.rerank import sample_and_score
-
-    policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
-    if reward_model is None:
-        err.print("[yellow]no reward model in this run: only the baselines are shown[/]")
-    cfg = config_from(config, f"{run}/config.json")
-    tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
-    if len(tasks) < questions:
-        where = data or f"{run}'s held-out set"
-        raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
-    torch.manual_seed(seed)
-    return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
-                            reward_model, cfg.temperature, cfg.top_p)
-
-
 @app.command(name="inspect", help="Show the per-token reward of a trace in colour, and measure error localisation.")
 def inspect_run(  # not `inspect`: that name is the standard library's module, used above
     run: str = typer.Option(..., metavar="PATH", help="a run folder (policy/, reward/, config.json)"),
@@ -284,27 +261,8 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
         where, question_text, gold = pick_question(test, question or 0, text)
         traces = localise.score_traces(policy, tokenizer, reward_model, question_text, localise.traces_to_show(
             policy, tokenizer, cfg, question_text, gold, response, perturb_kind, seed, max_new))
-        print_question(where, question_text, gold, head, traces, as_json, html, palette)
-
-
-def print_question(where: str, question: str, gold: str | None, head: str | None, traces: list[dict],
-                   as_json: bool, html: str | None = None, palette: str = "blue-orange") -> None:
-    """`inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON; and with `html`
-    the coloured view in that file."""
-    from minirl import viz
-    from minirl.localise import SHOWN
-
-    what = f"{head + ' head' if head else 'no reward model'}: {SHOWN[head]}"
-    expected = gold.split("####")[-1].strip() if gold is not None else None
-    if html:
-        viz.save_html(html, lambda console: viz.print_traces(traces, where, question, what, console, expected, palette))
-        err.print(f"saved the per-token view to {html}", markup=False)
-
-    if as_json:
-        typer.echo(json.dumps({"question": question, "head": head, "scores": SHOWN[head], "traces": [
-            {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
-        return
-    viz.print_traces(traces, where, question, what, Console(), expected, palette)
+        tables.print_question(where, question_text, gold, head, localise.SHOWN[head], traces, as_json, html,
+                              palette)
 
 
 def read_response(trace: str | None, trace_file: str | None, perturb_kind: str | None, localisation: int | None,

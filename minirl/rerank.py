@@ -20,8 +20,18 @@ from pathlib import Path
 
 import torch
 
-from minirl.config import TrainConfig
-from minirl.data import DataError, extract_answer, format_prompt, is_correct, is_number, read_jsonl
+from minirl import runs
+from minirl.config import TrainConfig, config_from
+from minirl.data import (
+    DataError,
+    extract_answer,
+    format_prompt,
+    is_correct,
+    is_number,
+    load_gsm8k,
+    load_tasks,
+    read_jsonl,
+)
 from minirl.logprobs import token_logprobs
 from minirl.metrics import (
     auroc,
@@ -264,3 +274,20 @@ def evaluate(cfg: TrainConfig, policy, tokenizer, tasks: list[dict], reward_mode
     if records_path is not None and records[0].get("kind"):  # the final evaluation: per problem kind
         out["by_kind"] = by_kind(records)
     return out
+
+
+def sample_records(run: str, reward_from: str, data: str, questions: int, n: int, max_new_tokens: int,
+                   seed: int) -> list[dict]:
+    """`rerank`'s records: n samples for each of the first `questions` questions (the run's held-out set, or a
+    GSM8K file), scored by the run's reward model or `reward_from`'s."""
+    policy, tokenizer, reward_model, config = runs.load_run(run, reward_from or None)
+    if reward_model is None:
+        runs.console.print("[yellow]no reward model in this run: only the baselines are shown[/]")
+    cfg = config_from(config, f"{run}/config.json")
+    tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
+    if len(tasks) < questions:
+        where = data or f"{run}'s held-out set"
+        raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
+    torch.manual_seed(seed)
+    return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
+                            reward_model, cfg.temperature, cfg.top_p)

@@ -9,6 +9,8 @@ import math
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from minirl import viz
+
 
 def rerank_table_view(figures: dict[str, dict], ks: tuple[int, ...], title: str,
                       labels: dict[str, str] | None = None, ci: bool = False) -> Table:
@@ -79,6 +81,23 @@ def print_localisation(figures: dict, as_json: bool) -> None:
         return
     for part in localisation_report(figures):
         Console().print(part, markup=False)  # no markup: an interval "[lo, hi]" is no style tag
+
+
+def print_question(where: str, question: str, gold: str | None, head: str | None, shown: str, traces: list[dict],
+                   as_json: bool, html: str | None = None, palette: str = "blue-orange") -> None:
+    """`minirl inspect`'s one-question view: the scored traces in colour (viz.print_traces), or as JSON; and with
+    `html` the coloured view in that file. `shown`: what the scores are (`localise.SHOWN[head]`)."""
+    what = f"{head + ' head' if head else 'no reward model'}: {shown}"
+    expected = gold.split("####")[-1].strip() if gold is not None else None
+    if html:
+        viz.save_html(html, lambda console: viz.print_traces(traces, where, question, what, console, expected, palette))
+        Console(stderr=True).print(f"saved the per-token view to {html}", markup=False)
+
+    if as_json:
+        print(json.dumps({"question": question, "head": head, "scores": shown, "traces": [
+            {key: t[key] for key in ("label", "text", "tokens", "scores", "mark")} for t in traces]}))
+        return
+    viz.print_traces(traces, where, question, what, Console(), expected, palette)
 
 
 def localisation_report(figures: dict) -> list[RenderableType]:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from minirl import folders, runs
+from minirl import folders, rerank, runs
 from minirl.cli import app
 from minirl.config import NumericalError
 from minirl.data import is_correct
@@ -251,12 +251,11 @@ def test_ctrl_c_says_where_resume_continues(run_dir, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_in_rerank_is_one_word(run_dir, tmp_path, monkeypatch):
-    from minirl import cli
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "sample_records", ctrl_c)
+    monkeypatch.setattr(rerank, "sample_records", ctrl_c)
     result = invoke(["rerank", "--run", "{run}"], run_dir, tmp_path)
     assert result.exit_code == 130 and result.output.strip() == "interrupted"
 
