@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from minirl.config import TrainConfig, UsageError, UserError
-from minirl.data import format_prompt, perturb
+from minirl.data import format_prompt
 from minirl.logprobs import token_logprobs
 from minirl.models import RewardModel, autocast, check_same_tokenizer, load_lm, load_tokenizer, pick_device
+from minirl.perturb import perturb
 from minirl.rollout import Batch, make_batch, micro_batches, sample_answers, text_ids
 from minirl.runs import Run, saved_config
 

@@ -271,7 +271,8 @@ def read_response(trace: str | None, trace_file: str | None, perturb_kind: str |
                   inputs: dict[str, str | None] | None = None) -> str | None:
     """Check `inspect`'s options (usage errors); the response to score (--trace or --trace-file), if any."""
     from minirl import folders
-    from minirl.data import PERTURBATIONS, DataError
+    from minirl.data import DataError
+    from minirl.perturb import PERTURBATIONS
     from minirl.viz import PALETTES
 
     if palette not in PALETTES:

@@ -28,8 +28,9 @@ from math import comb
 import torch
 
 from minirl.config import TrainConfig, UsageError
-from minirl.data import DataError, format_prompt, is_correct, perturb
+from minirl.data import DataError, format_prompt, is_correct
 from minirl.metrics import bootstrap_ci
+from minirl.perturb import perturb
 from minirl.rerank import score_texts
 from minirl.rollout import sample, sample_answers
 from minirl.viz import split_steps

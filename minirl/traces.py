@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from minirl.airl import last_difference
 from minirl.config import TrainConfig
-from minirl.data import format_prompt, perturb
+from minirl.data import format_prompt
 from minirl.localise import char_to_token_span
 from minirl.logprobs import logprobs_of, position_ids, response_logprobs
 from minirl.models import RewardModel, autocast
+from minirl.perturb import perturb
 from minirl.rollout import make_batch, text_ids
 from minirl.viz import split_steps
 
@@ -40,7 +41,7 @@ class Trace:
     correct: bool | None = None  # pooled samples: is the final answer right
     target: tuple[int, int] | None = None  # perturbed: token range [start, end) of the first change (M7)
     steps: list[tuple[int, int]] | None = None  # perturbed: the token range of each line (step) of the response
-    kind: str | None = None  # perturbed: the rule that changed it (`data.PERTURBATIONS`)
+    kind: str | None = None  # perturbed: the rule that changed it (`perturb.PERTURBATIONS`)
     change_end: int | None = None  # perturbed: one past its last token that differs from the expert's
     hidden: torch.Tensor | None = None  # [n_tokens, H]: the state entering the trained layers (prompt + response)
     logp: torch.Tensor | None = None  # [n_tokens]: the frozen policy's log pi of each token (column 0 = 0)

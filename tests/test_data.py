@@ -14,17 +14,16 @@ import pytest
 
 from minirl.config import UserError
 from minirl.data import (
-    PERTURBATIONS,
     DataError,
     extract_answer,
     format_prompt,
     is_correct,
     load_gsm8k,
-    perturb,
     read_jsonl_tasks,
     strip_calculator,
     synthetic_tasks,
 )
+from minirl.perturb import PERTURBATIONS, perturb
 from minirl.world import MISCONCEPTIONS, make_world
 
 # the project's offline copy of GSM8K (a folder with test.jsonl), named by an environment variable

@@ -13,16 +13,15 @@ import pytest
 from minirl.config import TrainConfig
 from minirl.data import (
     MAX_DIGITS,
-    PERTURBATIONS,
     DataError,
     check_sizes,
     extract_answer,
     is_correct,
     load_gsm8k,
     load_tasks,
-    perturb,
     read_jsonl_tasks,
 )
+from minirl.perturb import PERTURBATIONS, perturb
 
 HUGE = "9" * 5000  # over the 4300 digits int() converts
 

@@ -13,10 +13,11 @@ import minirl.pool
 from minirl import fit_reward, runs
 from minirl import traces as traces_module
 from minirl.config import UsageError, from_preset
-from minirl.data import PERTURBATIONS, DataError
+from minirl.data import DataError
 from minirl.fit_reward import heldout_figures, labelled_tokens
 from minirl.logprobs import token_logprobs
 from minirl.models import RewardModel, build_tiny_lm, load_lm, save_lm
+from minirl.perturb import PERTURBATIONS
 from minirl.rollout import make_batch
 from minirl.traces import Trace, cache_features, freeze_below, make_traces, top_layers, trace_logits
 from minirl.train import train

@@ -6,7 +6,7 @@ What it prints, top to bottom:
   1. one word problem, its expert solution (M1) and the misconceived solutions a student holding each
      misconception would write: the wording cues ("half as many", "gives away") that trigger them;
   2. the sizes of the world's three disjoint parts: demonstrations, pretraining corpus, held-out test;
-  3. the perturbed experts (M3): each rule of `data.PERTURBATIONS` applied once, the changed span marked;
+  3. the perturbed experts (M3): each rule of `perturb.PERTURBATIONS` applied once, the changed span marked;
   4. answer extraction: how a solution's final number is read and checked;
   5. the same on a real GSM8K problem, when MINIRL_GSM8K_DIR names a folder holding its test.jsonl.
 """
@@ -17,7 +17,7 @@ import random
 
 from _common import GSM8K_DIR, pick
 
-from minirl import data
+from minirl import data, perturb
 from minirl.config import from_preset
 from minirl.world import MISCONCEPTIONS, make_world
 
@@ -65,8 +65,8 @@ print(f"corpus solutions that hold at least one misconception: {shown} of {len(w
 print("\n== perturbed experts (M3): [[ ]] marks the first changed span")
 expert = problem.solution()
 rng = random.Random(0)
-for kind in data.PERTURBATIONS:
-    got = data.perturb(expert, rng, kind)
+for kind in perturb.PERTURBATIONS:
+    got = perturb.perturb(expert, rng, kind)
     if got is None:  # a rule may not apply (e.g. no operator between two digits)
         print(f"{kind:>9}: does not apply to this trace")
         continue
@@ -95,5 +95,5 @@ else:
     print(task["question"])
     print(task["answer"])
     print("extracted answer:", data.extract_answer(task["answer"]))
-    text, span, kind = data.perturb(task["answer"], random.Random(1))
+    text, span, kind = perturb.perturb(task["answer"], random.Random(1))
     print(f"perturbed ({kind}): {marked(text, span)}")

@@ -26,7 +26,8 @@ from rich.console import Console
 
 from minirl import localise, tables, viz
 from minirl.config import config_from
-from minirl.data import format_prompt, is_correct, load_tasks, perturb
+from minirl.data import format_prompt, is_correct, load_tasks
+from minirl.perturb import perturb
 from minirl.rollout import sample
 
 console = Console()
