@@ -60,14 +60,18 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
 
 
-def saved_config(folder: Path, hint: str = "") -> dict:
-    path = folder / "config.json"
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in `path`; None when the file is missing, unreadable, empty, cut short or not an object."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: empty, cut short, not JSON, not UTF-8
-        saved = None
-    if not isinstance(saved, dict):
-        raise RunError(f"{path}: unreadable, empty or not a JSON object (the run's settings){hint}")
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def saved_config(folder: Path, hint: str = "") -> dict:
+    if (saved := read_json_object(folder / "config.json")) is None:
+        raise RunError(f"{folder / 'config.json'}: unreadable, empty or not a JSON object (the run's settings){hint}")
     return saved
 
 

@@ -13,7 +13,6 @@ the step with one `error:` line and exit code 1, as the CLI does, saying what to
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -51,13 +50,11 @@ def run_folder(algo: str) -> Path:
 
 def summary(folder: Path) -> dict:
     """A run's summary.json; a figure that was undefined (JSON null, e.g. an AUROC with no wrong sample) is nan."""
-    path = folder / "summary.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: empty, cut short, not JSON, not UTF-8
-        saved = None
-    if not isinstance(saved, dict):
-        stop(f"{path}: unreadable, empty or not a JSON object (the run's final evaluation); {train_again(folder)}")
+    from minirl.folders import read_json_object
+
+    if (saved := read_json_object(folder / "summary.json")) is None:
+        stop(f"{folder / 'summary.json'}: unreadable, empty or not a JSON object (the run's final evaluation); "
+             f"{train_again(folder)}")
     return {k: float("nan") if v is None else v for k, v in saved.items()}
 
 
