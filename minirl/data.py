@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import sys
 from pathlib import Path
 
 from minirl.config import TrainConfig, UsageError, UserError
@@ -196,16 +197,16 @@ def check_sizes(cfg: TrainConfig, tasks: dict[str, list[dict]]) -> None:
 
 
 def check_n_demos(cfg: TrainConfig, n_train: int) -> None:
-    """GSM8K: --n-demos must fit in the `n_train` training problems (those not held out), and leave RL prompts to
-    the algorithms that use them (airl, outcome), as RL prompts are never demonstrations. pretrain reads no
-    demonstrations."""
+    """GSM8K: --n-demos must leave RL prompts to the algorithms that use them (airl, outcome), as RL prompts are
+    never demonstrations. SFT and the reward alone take all `n_train` training problems (those not held out) when
+    asked for more, and say so. pretrain reads no demonstrations."""
     if cfg.algo in ("airl", "outcome") and cfg.n_demos >= n_train:
         raise DataError(f"{cfg.data}: --n-demos {cfg.n_demos} takes all {n_train} training problems (those not held "
                         f"out), leaving none for RL prompts, which are never demonstrations; lower --n-demos below "
                         f"{n_train}")
     if cfg.algo in ("sft", "reward") and cfg.n_demos > n_train:
-        raise DataError(f"{cfg.data}: --n-demos {cfg.n_demos}, but only {n_train} training problems (those not held "
-                        f"out); lower --n-demos to at most {n_train}")
+        print(f"note: --n-demos {cfg.n_demos}, but {cfg.data} has {n_train} training problems (those not held out): "
+              f"all {n_train} are demonstrations", file=sys.stderr)
 
 
 def synthetic_tasks(seed: int = 0, **world_kwargs) -> dict[str, list[dict]]:

@@ -169,10 +169,13 @@ def test_n_demos_that_leaves_no_rl_prompt_is_refused(tmp_path: Path, algo: str) 
     assert len(tasks["rl"]) == 1 and tasks["rl"][0] not in tasks["demos"]
 
 
-def test_n_demos_beyond_the_training_problems_is_refused(tmp_path: Path) -> None:
+def test_n_demos_beyond_the_training_problems_takes_them_all_and_says_so(tmp_path: Path, capsys) -> None:
     cfg = gsm8k_config(tmp_path, problems("train", 12), disc_batch=1)
     for algo in ("sft", "reward"):
-        msg = one_line_error(check_sizes, replace(cfg, algo=algo, n_demos=9), load_tasks(replace(cfg, n_demos=9)))
-        assert "--n-demos 9, but only 8 training problems" in msg
-        check_sizes(replace(cfg, algo=algo, n_demos=8), load_tasks(replace(cfg, n_demos=8)))  # all 8: fine
+        tasks = load_tasks(replace(cfg, n_demos=9))
+        check_sizes(replace(cfg, algo=algo, n_demos=9), tasks)
+        assert len(tasks["demos"]) == 8
+        assert "note: --n-demos 9, but" in capsys.readouterr().err
+        check_sizes(replace(cfg, algo=algo, n_demos=8), load_tasks(replace(cfg, n_demos=8)))  # all 8: no note
+        assert capsys.readouterr().err == ""
     check_sizes(replace(cfg, algo="pretrain", n_demos=400), load_tasks(replace(cfg, n_demos=400)))  # reads none
