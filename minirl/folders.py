@@ -172,7 +172,7 @@ def running_pid(folder: Path) -> int | None:
 def check_not_running(folder: Path) -> None:
     if (pid := running_pid(folder)) is not None:
         raise RunError(f"{folder} is being trained by another process (pid {pid}); wait for it to end or choose "
-                       "another --out")
+                       f"another --out (if pid {pid} is no minirl run, delete {folder / LOCK})")
 
 
 def lock(folder: Path) -> None:
