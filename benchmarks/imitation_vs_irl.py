@@ -45,10 +45,13 @@ ARMS = ("sft", "airl", "airl-sft", "outcome")
 
 
 def run(cfg: TrainConfig) -> dict:
-    """The summary of the run `cfg` describes, training it unless its folder holds it already."""
+    """The summary of the run `cfg` describes, training it unless its folder holds it already; a run of the study
+    interrupted under the same settings and code continues from its checkpoint."""
     folder = Path(cfg.out)
     if (folder / "summary.json").exists() and not folders.differences(folder, cfg, code=False):
         return json.loads((folder / "summary.json").read_text())
+    if folders.last_checkpoint(folder) is not None and not folders.differences(folder, cfg):
+        return train(replace(cfg, resume=True))
     return train(replace(cfg, overwrite=True))
 
 

@@ -122,3 +122,24 @@ def test_the_study_refuses_a_bad_option_before_building_anything(study, tmp_path
         study.main(seeds=[0], demos=[50], final_questions=200, head="nonsense", out=tmp_path / "study")
     assert stop.value.exit_code == 2 and capsys.readouterr().err.startswith("error: --head 'nonsense'")
     assert study.built == [] and not (tmp_path / "study").exists()  # no base policy, no folder
+
+
+def test_an_interrupted_run_of_the_study_continues_from_its_checkpoint(study, tmp_path, monkeypatch) -> None:
+    from dataclasses import asdict, replace
+
+    from minirl import folders
+    from minirl.config import TrainConfig
+
+    cfg = replace(TrainConfig(), algo="sft", out=str(tmp_path / "sft"))
+    started = []
+    monkeypatch.setattr(study, "train", lambda c: started.append(c) or {"sampled_acc": 0.5})
+    study.run(cfg)  # nothing there: a fresh run
+    folder = tmp_path / "sft"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**asdict(cfg), "config_hash": folders.config_hash(cfg),
+                                                    "code_hash": folders.code_hash(),
+                                                    "minirl_version": __import__("minirl").__version__}))
+    (folder / "checkpoint.json").write_text(json.dumps({"folder": "checkpoint-000050", "step": 50}))
+    study.run(cfg)  # interrupted at step 50 under these settings: continued
+    study.run(replace(cfg, lr=1e-3))  # other settings: trained again
+    assert [(c.resume, c.overwrite) for c in started] == [(False, True), (True, False), (False, True)]
