@@ -331,7 +331,8 @@ def pick_question(test: list[dict], index: int, text: str | None) -> tuple[str, 
                   "PNG; needs matplotlib (the plot extra).")
 def plot(
     runs: list[str] = typer.Argument(..., metavar="RUN", help="run folders (each with a metrics.jsonl)"),
-    out: str = typer.Option("", help="the PNG to write (default: RUN/curves.png for one run, else curves.png)"),
+    out: str = typer.Option("", help="the figure to write, .png, .pdf or .svg (default: RUN/curves.png for one "
+                                     "run, else curves.png)"),
 ) -> None:
     from minirl.plot import plot_runs
 
