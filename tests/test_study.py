@@ -127,6 +127,7 @@ def test_the_study_refuses_a_bad_option_before_building_anything(study, tmp_path
 def test_an_interrupted_run_of_the_study_continues_from_its_checkpoint(study, tmp_path, monkeypatch) -> None:
     from dataclasses import asdict, replace
 
+    import minirl
     from minirl import folders
     from minirl.config import TrainConfig
 
@@ -138,7 +139,7 @@ def test_an_interrupted_run_of_the_study_continues_from_its_checkpoint(study, tm
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**asdict(cfg), "config_hash": folders.config_hash(cfg),
                                                     "code_hash": folders.code_hash(),
-                                                    "minirl_version": __import__("minirl").__version__}))
+                                                    "minirl_version": minirl.__version__}))
     (folder / "checkpoint.json").write_text(json.dumps({"folder": "checkpoint-000050", "step": 50}))
     study.run(cfg)  # interrupted at step 50 under these settings: continued
     study.run(replace(cfg, lr=1e-3))  # other settings: trained again

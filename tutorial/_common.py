@@ -123,7 +123,7 @@ def check_run_folder(folder: Path) -> None:
     if not config.exists() and folder.exists() and not is_empty_folder(folder):
         what = "a folder of other files" if folder.is_dir() else "a file"
         raise folders.RunError(f"{folder} is {what}, not a minirl run (no config.json); move it away, or set "
-                            "MINIRL_TUTORIAL_RUNS to another folder, so that the tutorial can train its run there")
+                               "MINIRL_TUTORIAL_RUNS to another folder, so that the tutorial can train its run there")
 
 
 def is_empty_folder(folder: Path) -> bool:
