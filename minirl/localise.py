@@ -30,6 +30,7 @@ import torch
 from minirl.config import TrainConfig, UsageError
 from minirl.data import DataError, format_prompt, is_correct
 from minirl.metrics import bootstrap_ci
+from minirl.models import context_length
 from minirl.perturb import perturb
 from minirl.rerank import score_texts
 from minirl.rollout import sample, sample_answers
@@ -318,7 +319,7 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
 def check_fits(policy, tokenizer, question: str, response: str | None, max_new_tokens: int) -> None:
     """A question and trace (or a question and `max_new_tokens` to sample) longer than the model's context is
     refused in one line, not scored for minutes far past the positions the model was trained on."""
-    limit = getattr(policy.config, "max_position_embeddings", None)
+    limit = context_length(policy)
     n = len(tokenizer(format_prompt(question, tokenizer) + (response or ""))["input_ids"])
     need = n if response is not None else n + max_new_tokens
     if limit and need > limit:

@@ -223,7 +223,7 @@ def load_policy(cfg: TrainConfig, data: dict[str, list[dict]]):
         policy = build_tiny_lm(tokenizer, cfg.size, cfg.seed)
     else:
         raise ModelError("give --init: a model to start from (hub id, local folder or .gguf file)")
-    context = getattr(policy.config.get_text_config(), "max_position_embeddings", None)
+    context = context_length(policy)
     if context and cfg.max_new_tokens >= context:  # sampling would run past the positions the model knows
         raise ModelError(f"--max-new-tokens {cfg.max_new_tokens}: the model's context holds {context} tokens, the "
                          "prompt included")
@@ -234,6 +234,11 @@ def load_policy(cfg: TrainConfig, data: dict[str, list[dict]]):
     if cfg.lora_rank > 0:
         policy = add_lora(policy, cfg.lora_rank)
     return policy.to(device), tokenizer
+
+
+def context_length(lm: nn.Module) -> int | None:
+    """The positions the model was built for (None when its config does not say)."""
+    return getattr(lm.config.get_text_config(), "max_position_embeddings", None)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -44,7 +44,7 @@ from minirl.metrics import (
     within_question_auroc,
 )
 from minirl.models import RewardModel, autocast
-from minirl.rollout import encode, in_chunks, sample_answers
+from minirl.rollout import check_questions_fit, encode, in_chunks, sample_answers
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
 
@@ -288,6 +288,9 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
     if len(tasks) < questions:
         where = data or f"{run}'s held-out set"
         raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
+    max_new_tokens = max_new_tokens or cfg.max_new_tokens
+    check_questions_fit(policy, tokenizer, [t["question"] for t in tasks[:questions]], max_new_tokens,
+                        data or f"{run}'s held-out set")
     torch.manual_seed(seed)
-    return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens or cfg.max_new_tokens,
-                            reward_model, cfg.temperature, cfg.top_p)
+    return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens, reward_model, cfg.temperature,
+                            cfg.top_p)

@@ -18,8 +18,9 @@ from torch import nn
 from tqdm import tqdm
 
 from minirl.config import NumericalError
-from minirl.data import format_prompt
+from minirl.data import DataError, format_prompt
 from minirl.logprobs import position_ids
+from minirl.models import context_length
 
 
 @dataclass
@@ -162,3 +163,14 @@ def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_n
             yield [i for i in chunk for _ in range(n)], sample(lm, tokenizer, prompts, max_new_tokens, temperature,
                                                                top_p, n=n)
             bar.update(len(chunk) * n)
+
+
+def check_questions_fit(lm: nn.Module, tokenizer, questions: list[str], max_new_tokens: int, where: str) -> None:
+    """Refuse, in one line, questions whose prompt and `max_new_tokens` sampled tokens outgrow the model's context
+    (the few longest, by characters, are tokenized: a safety net for a data file, not an exact bound)."""
+    limit = context_length(lm)
+    for question in sorted(set(questions), key=len)[-5:] if limit else []:
+        n = len(tokenizer(format_prompt(question, tokenizer))["input_ids"])
+        if n + max_new_tokens > limit:
+            raise DataError(f"{where}: a question of {n} tokens and --max-new-tokens {max_new_tokens} need "
+                            f"{n + max_new_tokens} positions, more than the model's context of {limit}")

@@ -170,6 +170,20 @@ def test_a_trace_longer_than_the_models_context_is_refused_at_once(run_dir, tmp_
     assert "more than the model's context of" in result.output
 
 
+def test_a_data_file_with_a_question_longer_than_the_context_is_refused(run_dir, tmp_path):
+    rows = [{"question": f"Tom has {i} pens and buys 4. How many pens?", "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"}
+            for i in range(30)]
+    rows[7]["question"] = "Tom has pens. " * 3000 + "How many?"
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke([*SFT, "--data", "{tmp}/long.jsonl", "--n-demos", "10", "--eval-questions", "2",
+                     "--final-questions", "2", *OUT], run_dir, tmp_path)
+    one_error_line(result, 1, "long.jsonl: a question of")
+    assert "more than the model's context of" in result.output and not (tmp_path / "out").exists()
+    result = invoke(["rerank", "--run", "{run}", "--data", "{tmp}/long.jsonl", "--questions", "10", "--n", "1"],
+                    run_dir, tmp_path)
+    one_error_line(result, 1, "long.jsonl: a question of")
+
+
 # ---------------------------------------------------------------- inspect: empty or ignored options
 
 
