@@ -231,6 +231,10 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
     """(policy, tokenizer, reward model or None, config dict) of a finished run folder; the
     reward model may come from another run (`reward_from`)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such run folder")
+    if not (folder / "policy").is_dir() and (folder / "config.json").is_file():
+        raise RunError(f"{folder}: no policy saved yet (the run stopped before its first evaluation)")
     if not (folder / "policy").is_dir():
         raise RunError(f"{folder}: not a minirl run folder (no policy/ inside)")
     device, dtype = pick_device()

@@ -219,3 +219,11 @@ def test_the_lock_names_only_live_processes(tmp_path):
     assert (tmp_path / folders.LOCK).read_text() == str(os.getpid())
     folders.unlock(tmp_path)
     assert not (tmp_path / folders.LOCK).exists()
+
+
+def test_loading_a_missing_or_unfinished_run_says_which(run_dir, tmp_path):
+    one_error_line(invoke(["rerank", "--run", "{tmp}/nowhere"], run_dir, tmp_path), 1, "nowhere: no such run folder")
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early/config.json").write_text((run_dir / "config.json").read_text())
+    one_error_line(invoke(["inspect", "--run", "{tmp}/early"], run_dir, tmp_path), 1,
+                   "early: no policy saved yet (the run stopped before its first evaluation)")
