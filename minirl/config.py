@@ -68,14 +68,14 @@ class TrainConfig:
     # ---- budget and batch sizes (the three batch knobs)
     steps: int = opt(120, "optimiser steps (pretrain/sft/reward) or PPO iterations (airl/outcome)")
     prompts_per_iter: int = opt(8, "prompts per iteration (pretrain/sft: examples per step)")
-    samples_per_prompt: int = opt(8, "samples per prompt, the group of the `group` estimator (M4)")
+    samples_per_prompt: int = opt(8, "samples per prompt, the group of the `group` estimator (M4; at most 1024)")
     minibatch_size: int = opt(32, "sequences per PPO gradient step")
     micro_batch_size: int = opt(0, "sequences per forward/backward pass: a PPO minibatch, an SFT batch or a "
                                    "discriminator batch is split into chunks this size whose gradients add up to "
                                    "one step (0 = no split; memory, not the result, depends on it)")
     lr: float = opt(2e-4, "policy learning rate (AdamW), decayed linearly to 10% over the run")
     # ---- PPO (M4)
-    ppo_epochs: int = opt(2, "passes over each rollout batch")
+    ppo_epochs: int = opt(2, "passes over each rollout batch (at most 100)")
     clip: float = opt(0.2, "PPO ratio clip epsilon")
     target_kl: float = opt(0.0, "stop an update's epochs once their mean approx-KL exceeds this (0 = never)")
     advantage: str = opt("group", "gae (value head), group (critic-free, the paper's), loo (its leave-one-out "
@@ -94,11 +94,11 @@ class TrainConfig:
     warmup_questions: str = opt("demos", "whose problems those are: demos (paired with the experts) or rl (other "
                                          "problems: an SFT policy knows the demos by heart; see also --reward-from)")
     disc_steps: int = opt(1, "discriminator steps per PPO iteration (0 = the reward stays as the warm-up or "
-                             "--reward-from left it: a frozen reward, M2)")
+                             "--reward-from left it: a frozen reward, M2; at most 1000)")
     disc_batch: int = opt(16, "expert traces per discriminator step (as many negatives)")
     train_layers: int = opt(0, "reward: train only the top N decoder layers of the reward model (0 = all); the "
                                 "frozen layers' output is computed once per trace and cached (M10)")
-    perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3)")
+    perturbed_per_expert: int = opt(1, "perturbed copies of each expert trace added as negatives (M3; at most 100)")
     perturbed_labels: str = opt("after", "which tokens of a perturbed copy are labelled non-expert: after (from its "
                                          "first change to the end), line (that change's line only), change (its "
                                          "tokens that differ from the expert's, first to last), both (after, the "
@@ -116,7 +116,7 @@ class TrainConfig:
                                    "checkpoint (none of them a test problem; --algo reward: test problems)")
     final_questions: int = opt(500, "held-out questions in the final evaluation")
     eval_batch: int = opt(256, "sequences sampled and scored at once in evaluation (lower it for big models)")
-    eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k)")
+    eval_samples: int = opt(8, "samples per held-out question (pass@k, maj@k, best-of-k; at most 1024)")
 
 
 # Presets: common overrides ("*") and per-algorithm ones, on top of TrainConfig's defaults.
