@@ -44,6 +44,8 @@ def score(run: Path = typer.Argument(..., help="a run folder with a reward model
           samples: Path = typer.Option(None, help="also save the scored records here (`minirl rerank --from-samples`)")
           ) -> None:
     with user_errors():
+        if samples:  # before minutes of scoring; never over what is read
+            folders.check_output(samples, "--samples", inputs={"SOLUTIONS": str(solutions), "RUN": str(run)})
         by_question = read_solutions(solutions)
         policy, tokenizer, reward_model, _ = runs.load_run(run)
         if reward_model is None:

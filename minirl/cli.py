@@ -162,7 +162,7 @@ def rerank(
     from minirl.reward import run_default_score
 
     with user_errors():
-        inputs = {"--run": run, "--reward-from": reward_from, "--data": data, "--from-samples": from_samples}
+        inputs = {**run_inputs(run), "--reward-from": reward_from, "--data": data, "--from-samples": from_samples}
         check_rerank_options(n, questions, max_new_tokens, seed, {"--out": out, "--samples": samples}, inputs)
         started = time.time()
         if from_samples:
@@ -186,6 +186,15 @@ def rerank(
         if out:
             with open(out, "w") as f:
                 json.dump(figures, f, indent=2)
+
+
+def run_inputs(run: str) -> dict[str, str]:
+    """What a command on `run` reads: the folder, and the data files its config.json names (outputs spare them)."""
+    from minirl.folders import read_json_object
+
+    saved = read_json_object(Path(run) / "config.json") or {}
+    files = {f"--run's --{key.replace('_', '-')}": saved.get(key) for key in ("data", "test_data")}
+    return {"--run": run, **{name: path for name, path in files.items() if isinstance(path, str)}}
 
 
 def check_rerank_options(n: int, questions: int, max_new_tokens: int, seed: int, outputs: dict[str, str],
@@ -241,7 +250,7 @@ def inspect_run(  # not `inspect`: that name is the standard library's module, u
     from minirl import localise, runs, tables
 
     with user_errors():
-        inputs = {"--run": run, "--reward-from": reward_from, "--trace-file": trace_file}  # --html may be none
+        inputs = {**run_inputs(run), "--reward-from": reward_from, "--trace-file": trace_file}  # --html: none
         response = read_response(trace, trace_file, perturb_kind, localisation, max_new_tokens, seed, html, palette,
                                  text, question, inputs)
         policy, tokenizer, reward_model, config = runs.load_run(run, reward_from)

@@ -154,15 +154,17 @@ LOCK = ".lock"  # the pid of the process training in the folder; a dotfile, so a
 
 def running_pid(folder: Path) -> int | None:
     """The pid of another live process training in `folder`, None when there is none (or it died: a stale lock)."""
+    if (folder / LOCK).is_dir():
+        raise RunError(f"{folder / LOCK} is a folder, not minirl's lock file: remove it")
     try:
         pid = int((folder / LOCK).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # unreadable or not a number: no process holds it
         return None
-    if pid == os.getpid():
+    if pid <= 0 or pid == os.getpid():  # 0 and -1 would ask about process groups, not one process
         return None
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no pid at all
         return None
     except PermissionError:  # it exists, under another user
         pass

@@ -30,10 +30,9 @@ import torch
 from minirl.config import TrainConfig, UsageError
 from minirl.data import DataError, format_prompt, is_correct
 from minirl.metrics import bootstrap_ci
-from minirl.models import context_length
 from minirl.perturb import perturb
 from minirl.rerank import score_texts
-from minirl.rollout import sample, sample_answers
+from minirl.rollout import check_fits_context, sample, sample_answers
 from minirl.viz import split_steps
 
 SCORES = ("reward", "reward_minus_logprob", "policy_logprob")
@@ -294,8 +293,9 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     """The trace(s) `inspect` shows for one question, each {label, text, span, correct}. With --perturb: the expert
     (or given) trace and a perturbed copy, the change's characters as span (M3). Otherwise the given trace or one
     sample, with its first wrong line as span (synthetic world only: its right solutions are deterministic text)."""
-    check_fits(policy, tokenizer, question, response if response is not None or perturb_kind is None else gold,
-               max_new_tokens)
+    shown = response if response is not None or perturb_kind is None else gold  # None: a sample to draw
+    what, extra = ("the question and trace", 0) if shown is not None else ("the question", max_new_tokens)
+    check_fits_context(policy, tokenizer, [format_prompt(question, tokenizer) + (shown or "")], extra, what)
     if perturb_kind is not None:
         clean = response if response is not None else gold
         if clean is None:
@@ -315,13 +315,3 @@ def traces_to_show(policy, tokenizer, cfg: TrainConfig, question: str, gold: str
     span = first_wrong_line_span(response, gold) if wrong and cfg.data == "synthetic" else None
     return [{"label": label, "text": response, "span": span, "correct": None if gold is None else not wrong}]
 
-
-def check_fits(policy, tokenizer, question: str, response: str | None, max_new_tokens: int) -> None:
-    """A question and trace (or a question and `max_new_tokens` to sample) longer than the model's context is
-    refused in one line, not scored for minutes far past the positions the model was trained on."""
-    limit = context_length(policy)
-    n = len(tokenizer(format_prompt(question, tokenizer) + (response or ""))["input_ids"])
-    need = n if response is not None else n + max_new_tokens
-    if limit and need > limit:
-        what = "question and trace" if response is not None else f"question and --max-new-tokens {max_new_tokens}"
-        raise DataError(f"the {what} take {need} tokens, more than the model's context of {limit}")

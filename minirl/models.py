@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -136,7 +137,7 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     except SafetensorError as e:  # a weights file cut short (a full disk, an interrupted copy) or overwritten
         files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
         raise ModelError(f"{files[0] if len(files) == 1 else path}: truncated or corrupt safetensors ({e})") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # missing or malformed files, no model
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as e:  # malformed, or no model
         raise ModelError(f"cannot load model {name!r} (offline, or not a model?): {reason(e)}") from None
     if gguf_file:  # GGUF weights are de-quantized on load: drop the marker so the model saves like any other
         model.hf_quantizer = None

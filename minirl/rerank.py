@@ -43,8 +43,8 @@ from minirl.metrics import (
     welch_t,
     within_question_auroc,
 )
-from minirl.models import RewardModel, autocast
-from minirl.rollout import check_questions_fit, encode, in_chunks, sample_answers
+from minirl.models import RewardModel, autocast, context_length
+from minirl.rollout import check_fits_context, encode, in_chunks, sample_answers
 
 AGGREGATORS = ("mean", "sum", "min", "last", "discounted")
 
@@ -82,6 +82,8 @@ def score_texts(policy, tokenizer, questions: list[str], responses: list[str],
     policy's log-prob and (with a reward model) the learned reward f_t (M2, M7)."""
     device = next(policy.parameters()).device
     batch = encode(tokenizer, [format_prompt(q, tokenizer) for q in questions], responses).to(device)
+    if (limit := context_length(policy)) and (n := int(batch.attention_mask.sum(1).max())) > limit:
+        raise DataError(f"a question and response of {n} tokens: longer than the model's context of {limit}")
     mask = batch.response_mask.bool()
     logp = token_logprobs(policy.eval(), batch.input_ids, batch.attention_mask)
     rewards = reward_model.eval()(batch.input_ids, batch.attention_mask) if reward_model is not None else None
@@ -289,8 +291,9 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
         where = data or f"{run}'s held-out set"
         raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
     max_new_tokens = max_new_tokens or cfg.max_new_tokens
-    check_questions_fit(policy, tokenizer, [t["question"] for t in tasks[:questions]], max_new_tokens,
-                        data or f"{run}'s held-out set")
+    where = data or f"{run}'s held-out set"
+    check_fits_context(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks[:questions]],
+                       max_new_tokens, f"{where}: a question")
     torch.manual_seed(seed)
     return sample_and_score(policy, tokenizer, tasks[:questions], n, max_new_tokens, reward_model, cfg.temperature,
                             cfg.top_p)

@@ -165,12 +165,12 @@ def sample_answers(lm: nn.Module, tokenizer, questions: list[str], n: int, max_n
             bar.update(len(chunk) * n)
 
 
-def check_questions_fit(lm: nn.Module, tokenizer, questions: list[str], max_new_tokens: int, where: str) -> None:
-    """Refuse, in one line, questions whose prompt and `max_new_tokens` sampled tokens outgrow the model's context
-    (the few longest, by characters, are tokenized: a safety net for a data file, not an exact bound)."""
-    limit = context_length(lm)
-    for question in sorted(set(questions), key=len)[-5:] if limit else []:
-        n = len(tokenizer(format_prompt(question, tokenizer))["input_ids"])
-        if n + max_new_tokens > limit:
-            raise DataError(f"{where}: a question of {n} tokens and --max-new-tokens {max_new_tokens} need "
-                            f"{n + max_new_tokens} positions, more than the model's context of {limit}")
+def check_fits_context(lm: nn.Module, tokenizer, texts: list[str], extra: int, what: str) -> None:
+    """Refuse, in one line, a text (a prompt, or a prompt and its answer) that with `extra` more tokens (the ones
+    to sample) outgrows the model's context: positions it never saw, and minutes of quadratic attention."""
+    if not (limit := context_length(lm)) or not texts:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    if (n := max(lengths)) + extra > limit:
+        raise DataError(f"{what} of {n} tokens{f' and {extra} to sample' if extra else ''} outgrows the model's "
+                        f"context of {limit}")

@@ -233,7 +233,8 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
     folder = Path(folder)
     if not folder.is_dir():
         raise RunError(f"{folder}: no such run folder")
-    if not (folder / "policy").is_dir() and (folder / "config.json").is_file():
+    unfinished = (folder / "config.json").is_file() and not (folder / "summary.json").exists()
+    if not (folder / "policy").is_dir() and unfinished:
         raise RunError(f"{folder}: no policy saved yet (the run stopped before its first evaluation)")
     if not (folder / "policy").is_dir():
         raise RunError(f"{folder}: not a minirl run folder (no policy/ inside)")

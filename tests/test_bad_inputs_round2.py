@@ -38,6 +38,21 @@ def test_rerank_never_writes_over_its_own_inputs(run_dir, tmp_path):
     assert "n_demos" in json.loads((run_dir / "config.json").read_text())
 
 
+def test_no_output_overwrites_the_data_files_a_run_reads(run_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(run_dir, tmp_path / "run")
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"question": "Tom has 3 pens. How many?", "answer": "#### 3"}\n')
+    config = json.loads((run_dir / "config.json").read_text())
+    (tmp_path / "run/config.json").write_text(json.dumps({**config, "data": "train", "test_data": str(test)}))
+    for args in (["rerank", "--run", "{tmp}/run", "--samples", "{tmp}/test.jsonl"],
+                 ["rerank", "--run", "{tmp}/run", "--out", "{tmp}/test.jsonl"],
+                 ["inspect", "--run", "{tmp}/run", "--text", "How many?", "--html", "{tmp}/test.jsonl"]):
+        one_error_line(invoke(args, run_dir, tmp_path), 1, f"{test} is also --run's --test-data")
+    assert "Tom has 3 pens" in test.read_text()
+
+
 def test_rerank_may_write_a_new_file_into_the_run_folder(run_dir, tmp_path):
     out = tmp_path / "run"
     import shutil
@@ -166,8 +181,8 @@ def test_a_gguf_file_without_init_is_refused(run_dir, tmp_path):
 def test_a_trace_longer_than_the_models_context_is_refused_at_once(run_dir, tmp_path):
     (tmp_path / "long.txt").write_text("Step: 3 + 4 = 7\n" * 2000)
     result = invoke(["inspect", "--run", "{run}", "--trace-file", "{tmp}/long.txt"], run_dir, tmp_path)
-    one_error_line(result, 1, "the question and trace take")
-    assert "more than the model's context of" in result.output
+    one_error_line(result, 1, "the question and trace of")
+    assert "outgrows the model's context of" in result.output
 
 
 def test_a_data_file_with_a_question_longer_than_the_context_is_refused(run_dir, tmp_path):
@@ -178,7 +193,7 @@ def test_a_data_file_with_a_question_longer_than_the_context_is_refused(run_dir,
     result = invoke([*SFT, "--data", "{tmp}/long.jsonl", "--n-demos", "10", "--eval-questions", "2",
                      "--final-questions", "2", *OUT], run_dir, tmp_path)
     one_error_line(result, 1, "long.jsonl: a question of")
-    assert "more than the model's context of" in result.output and not (tmp_path / "out").exists()
+    assert "outgrows the model's context of" in result.output and not (tmp_path / "out").exists()
     result = invoke(["rerank", "--run", "{run}", "--data", "{tmp}/long.jsonl", "--questions", "10", "--n", "1"],
                     run_dir, tmp_path)
     one_error_line(result, 1, "long.jsonl: a question of")
@@ -211,6 +226,9 @@ def test_terminal_escapes_in_shown_text_are_printed_as_escapes(run_dir, tmp_path
 
 
 def test_the_lock_names_only_live_processes(tmp_path):
+    for garbage in ("", "0", "-1", "99999999999999999999999"):  # none a live process: taken over
+        (tmp_path / folders.LOCK).write_text(garbage)
+        assert folders.running_pid(tmp_path) is None
     (tmp_path / folders.LOCK).write_text(str(os.getpid()))
     assert folders.running_pid(tmp_path) is None  # this process's own lock
     (tmp_path / folders.LOCK).write_text("not a pid")
@@ -219,6 +237,9 @@ def test_the_lock_names_only_live_processes(tmp_path):
     assert (tmp_path / folders.LOCK).read_text() == str(os.getpid())
     folders.unlock(tmp_path)
     assert not (tmp_path / folders.LOCK).exists()
+    (tmp_path / folders.LOCK).mkdir()
+    with pytest.raises(folders.RunError, match="is a folder, not minirl's lock file"):
+        folders.running_pid(tmp_path)
 
 
 def test_loading_a_missing_or_unfinished_run_says_which(run_dir, tmp_path):
@@ -227,3 +248,21 @@ def test_loading_a_missing_or_unfinished_run_says_which(run_dir, tmp_path):
     (tmp_path / "early/config.json").write_text((run_dir / "config.json").read_text())
     one_error_line(invoke(["inspect", "--run", "{tmp}/early"], run_dir, tmp_path), 1,
                    "early: no policy saved yet (the run stopped before its first evaluation)")
+
+
+def test_rank_solutions_never_saves_its_samples_over_what_it_reads(run_dir, tmp_path):
+    import importlib.util
+
+    import typer
+
+    spec = importlib.util.spec_from_file_location("rank_solutions", Path(__file__).parents[1] / "benchmarks" /
+                                                  "rank_solutions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_text('{"question": "How many?", "response": "#### 3", "correct": true}\n')
+    for samples in (solutions, run_dir / "summary.json"):
+        with pytest.raises(typer.Exit) as stop:
+            module.score(run_dir, solutions, samples)
+        assert stop.value.exit_code == 1
+    assert "How many?" in solutions.read_text() and not (run_dir / "summary.json").exists()

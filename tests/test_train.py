@@ -163,7 +163,7 @@ def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_one_in_force(base
     (["train", "--preset", "nope"], 2, "unknown preset"),
     (["train", "--algo", "sft", "--data", "missing.jsonl", "--init", "runs/nowhere"], 1, "no such"),
     (["train", "--leave-out", "bogus", "--algo", "pretrain"], 2, "--leave-out 'bogus': choose from"),
-    (["rerank", "--run", "/nonexistent/run"], 1, "not a minirl run folder"),
+    (["rerank", "--run", "/nonexistent/run"], 1, "/nonexistent/run: no such run folder"),
 ])
 def test_cli_errors_are_one_line(args, code, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
