@@ -261,6 +261,9 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.train_layers and cfg.algo != "reward":
         raise UsageError(f"--train-layers {cfg.train_layers} is for --algo reward (the reward model alone, M10); "
                          f"--algo {cfg.algo} trains every layer")
+    if cfg.leave_out and cfg.data != "synthetic":
+        raise UsageError(f"--leave-out {cfg.leave_out} keeps a misconception of the synthetic world out of its "
+                         "demonstrations; GSM8K data has none")
     if cfg.gguf_file and not cfg.init:
         raise UsageError("--gguf-file names a file inside --init's folder: give --init too")
     if cfg.resume and cfg.overwrite:

@@ -35,7 +35,16 @@ from torch import nn
 
 import minirl
 from minirl.config import NumericalError, TrainConfig
-from minirl.folders import RunError, check_folder, code_hash, config_hash, last_checkpoint, lock, saved_config
+from minirl.folders import (
+    RunError,
+    check_folder,
+    code_hash,
+    config_hash,
+    last_checkpoint,
+    lock,
+    read_json_object,
+    saved_config,
+)
 from minirl.models import RewardModel, check_same_tokenizer, load_lm, load_tokenizer, pick_device, save_lm
 
 console = Console(stderr=True)
@@ -232,12 +241,12 @@ def load_run(folder: str | Path, reward_from: str | Path | None = None):
     reward model may come from another run (`reward_from`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise RunError(f"{folder}: no such run folder")
-    unfinished = (folder / "config.json").is_file() and not (folder / "summary.json").exists()
-    if not (folder / "policy").is_dir() and unfinished:
-        raise RunError(f"{folder}: no policy saved yet (the run stopped before its first evaluation)")
+        raise RunError(f"{folder}: {'a file, not a run folder' if folder.exists() else 'no such run folder'}")
     if not (folder / "policy").is_dir():
-        raise RunError(f"{folder}: not a minirl run folder (no policy/ inside)")
+        saved = read_json_object(folder / "config.json") or {}
+        unfinished = "config_hash" in saved and not (folder / "summary.json").exists()  # a minirl run's settings
+        raise RunError(f"{folder}: " + ("no policy saved yet (the run stopped before its first evaluation)"
+                                        if unfinished else "not a minirl run folder (no policy/ inside)"))
     device, dtype = pick_device()
     policy, tokenizer = load_lm(str(folder / "policy"), dtype=dtype)
     reward_dir = Path(reward_from) / "reward" if reward_from else folder / "reward"

@@ -245,7 +245,8 @@ def test_the_lock_names_only_live_processes(tmp_path):
 def test_loading_a_missing_or_unfinished_run_says_which(run_dir, tmp_path):
     one_error_line(invoke(["rerank", "--run", "{tmp}/nowhere"], run_dir, tmp_path), 1, "nowhere: no such run folder")
     (tmp_path / "early").mkdir()
-    (tmp_path / "early/config.json").write_text((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    (tmp_path / "early/config.json").write_text(json.dumps({**config, "config_hash": "0123456789abcdef"}))
     one_error_line(invoke(["inspect", "--run", "{tmp}/early"], run_dir, tmp_path), 1,
                    "early: no policy saved yet (the run stopped before its first evaluation)")
 
@@ -266,3 +267,16 @@ def test_rank_solutions_never_saves_its_samples_over_what_it_reads(run_dir, tmp_
             module.score(run_dir, solutions, samples)
         assert stop.value.exit_code == 1
     assert "How many?" in solutions.read_text() and not (run_dir / "summary.json").exists()
+
+
+def test_loading_a_file_or_a_model_folder_as_a_run_says_what_it_is(run_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    one_error_line(invoke(["rerank", "--run", "{tmp}/notes.txt"], run_dir, tmp_path), 1,
+                   "notes.txt: a file, not a run folder")
+    one_error_line(invoke(["inspect", "--run", "{run}/policy"], run_dir, tmp_path), 1,
+                   "policy: not a minirl run folder (no policy/ inside)")  # a model's config.json is no run's
+
+
+def test_leave_out_with_gsm8k_data_is_refused(run_dir, tmp_path):
+    one_error_line(invoke(["train", "--data", "train", "--init", "{run}", "--leave-out", "half_as_many", *OUT],
+                          run_dir, tmp_path), 2, "--leave-out half_as_many keeps a misconception of the synthetic")
