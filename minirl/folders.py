@@ -141,7 +141,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval_samples.jsonl
 def check_not_input(path: Path, option: str, name: str, given: Path) -> None:
     """Writing `path` must not destroy `given`: the same file, or a file of the run folder `given`."""
     target, source = path.resolve(), given.resolve()
-    if target == source:
+    if target == source or (target.is_file() and source.is_file() and os.path.samefile(target, source)):  # hard link
         raise RunError(f"{option} {path} is also {name}: writing it would destroy it; choose another file")
     if source.is_dir() and target.is_relative_to(source):
         first = target.relative_to(source).parts[0]

@@ -34,6 +34,10 @@ def test_rerank_never_writes_over_its_own_inputs(run_dir, tmp_path):
     ):
         result = invoke(["rerank", "--run", "{run}", "--n", "1", "--questions", "1", *args], run_dir, tmp_path)
         one_error_line(result, 1 if "both" not in message else 2, message.format(tmp=tmp_path, run=run_dir))
+    os.link(samples, tmp_path / "hard.jsonl")  # another name for the same file
+    result = invoke(["rerank", "--run", "{run}", "--from-samples", "{tmp}/s.jsonl", "--out", "{tmp}/hard.jsonl"],
+                    run_dir, tmp_path)
+    one_error_line(result, 1, "hard.jsonl is also --from-samples")
     assert samples.read_text() == "precious samples\n" and data.read_text() == "precious data\n"
     assert "n_demos" in json.loads((run_dir / "config.json").read_text())
 
