@@ -174,3 +174,12 @@ def check_fits_context(lm: nn.Module, tokenizer, texts: list[str], extra: int, w
     if (n := max(lengths)) + extra > limit:
         raise DataError(f"{what} of {n} tokens{f' and {extra} to sample' if extra else ''} outgrows the model's "
                         f"context of {limit}")
+
+
+def check_data_fits(lm: nn.Module, tokenizer, data: dict[str, list[dict]], max_new_tokens: int, where: str) -> None:
+    """Every question of every part (with `max_new_tokens` to sample) and every demonstration (question and answer,
+    trained on whole) must fit the model's context: `check_fits_context`."""
+    prompts = {t["question"]: format_prompt(t["question"], tokenizer) for part in data.values() for t in part}
+    check_fits_context(lm, tokenizer, list(prompts.values()), max_new_tokens, f"{where}: a question")
+    check_fits_context(lm, tokenizer, [prompts[t["question"]] + t["answer"] for t in data["demos"]], 0,
+                       f"{where}: a demonstration")

@@ -55,7 +55,7 @@ from minirl.models import (
 )
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, trace_means, whiten
 from minirl.rerank import evaluate
-from minirl.rollout import Batch, check_fits_context, encode, in_chunks, sample
+from minirl.rollout import Batch, check_data_fits, encode, in_chunks, sample
 from minirl.sft import sft_step
 from minirl.tables import summary_table
 
@@ -82,10 +82,7 @@ def train(cfg: TrainConfig) -> dict:
             ensure_pretrained(pretrained)
     policy, tokenizer = load_policy(cfg, data)
     if cfg.data != "synthetic":  # a data file's problems may be longer than the model's context
-        prompts = {t["question"]: format_prompt(t["question"], tokenizer) for part in data.values() for t in part}
-        check_fits_context(policy, tokenizer, list(prompts.values()), cfg.max_new_tokens, f"{cfg.data}: a question")
-        check_fits_context(policy, tokenizer, [prompts[t["question"]] + t["answer"] for t in data["demos"]], 0,
-                           f"{cfg.data}: a demonstration")
+        check_data_fits(policy, tokenizer, data, cfg.max_new_tokens, cfg.data)
     if cfg.reward_from:  # refused before the run folder exists
         check_reward_from(cfg, tokenizer)
     # M2; built before the run folder exists, so that a bad --reward-init or --reward-from leaves no folder behind

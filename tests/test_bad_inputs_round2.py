@@ -203,6 +203,18 @@ def test_a_data_file_with_a_question_longer_than_the_context_is_refused(run_dir,
     one_error_line(result, 1, "long.jsonl: a question of")
 
 
+def test_a_demonstration_longer_than_the_context_is_refused(run_dir, tmp_path):
+    rows = [{"question": f"Tom has {i} pens and buys 4. How many pens?", "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"}
+            for i in range(30)]
+    for row in rows:  # short questions, answers far past the micro model's 512 positions: the demonstrations
+        row["answer"] = "Tom counts his pens. " * 300 + row["answer"]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke([*SFT, "--data", "{tmp}/long.jsonl", "--n-demos", "10", "--eval-questions", "2",
+                     "--final-questions", "2", *OUT], run_dir, tmp_path)
+    one_error_line(result, 1, "long.jsonl: a demonstration of")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- inspect: empty or ignored options
 
 
