@@ -113,6 +113,9 @@ def check_model_paths(cfg: TrainConfig) -> None:
         if name and is_missing(name):
             raise ModelError(f"--{flag} {name}: no such model folder or file")
     folder = Path(cfg.init).expanduser()
+    if cfg.gguf_file and folder.suffix == ".gguf":  # load_lm would take the file --init names, not --gguf-file
+        raise ModelError(f"--init {cfg.init} is a .gguf file already: give its folder with --gguf-file "
+                         f"{cfg.gguf_file}, or leave --gguf-file out")
     if cfg.gguf_file and cfg.init and folder.is_dir():  # a model folder, or a run folder with policy/ (as load_lm)
         if not any((f / cfg.gguf_file).is_file() for f in (folder, folder / "policy")):
             raise ModelError(f"--gguf-file {cfg.gguf_file}: no such file in {folder}")

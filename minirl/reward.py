@@ -104,6 +104,13 @@ def check_texts(questions: list[str], responses: list[str]) -> None:
         if wrong:
             raise ValueError(f"questions and responses must be lists of strings, one per trace; {name} has an item "
                              f"of type {wrong[0]}")
+        for i, text in enumerate(texts):
+            if name == "questions" and not text.strip():  # an empty response is scored: its EOS alone (TRL has them)
+                raise ValueError(f"{name}[{i}] is empty: a trace is scored as the answer to a question")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: no tokenizer can read it
+                raise ValueError(f"{name}[{i}] is not valid Unicode text (character {e.start})") from None
 
 
 def load_reward(run: str | Path, reward_from: str | Path | None = None) -> LearnedReward:

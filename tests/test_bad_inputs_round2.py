@@ -296,3 +296,20 @@ def test_loading_a_file_or_a_model_folder_as_a_run_says_what_it_is(run_dir, tmp_
 def test_leave_out_with_gsm8k_data_is_refused(run_dir, tmp_path):
     one_error_line(invoke(["train", "--data", "train", "--init", "{run}", "--leave-out", "half_as_many", *OUT],
                           run_dir, tmp_path), 2, "--leave-out half_as_many keeps a misconception of the synthetic")
+
+
+def test_the_reward_refuses_texts_it_cannot_score(run_dir):
+    from minirl.reward import load_reward
+
+    reward = load_reward(run_dir)
+    assert len(reward.score(["How many?"], [""])) == 1  # an empty completion (TRL has them) is scored: its EOS
+    for questions, responses, message in ((["  "], ["#### 3"], r"questions\[0\] is empty"),
+                                          (["How many?"], ["3 \ud800"], r"responses\[0\] is not valid Unicode")):
+        with pytest.raises(ValueError, match=message):
+            reward.score(questions, responses)
+
+
+def test_gguf_file_beside_an_init_that_is_a_gguf_file_is_refused(run_dir, tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    one_error_line(invoke(["train", "--algo", "sft", "--init", "{tmp}/model.gguf", "--gguf-file", "other.gguf",
+                           *OUT], run_dir, tmp_path), 1, "is a .gguf file already")
