@@ -57,7 +57,21 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
         return ", ".join(f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
     if old.get("minirl_version") != minirl.__version__:
         return f"minirl version {old.get('minirl_version')} -> {minirl.__version__}"
+    if old.get("data_hash", data_hash(cfg)) != data_hash(cfg):  # runs written before data_hash: not compared
+        return "the contents of --data or --test-data changed"
     return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
+
+
+def data_hash(cfg: TrainConfig) -> str:
+    """A short hash of the local data files `cfg` reads ("" for the synthetic world and hub splits): a run resumed
+    or reused on a file that was replaced meanwhile would mix two data sets."""
+    files = [path for name in (cfg.data, cfg.test_data) if name and (path := Path(name).expanduser()).is_file()]
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def read_json_object(path: Path) -> dict | None:

@@ -40,6 +40,7 @@ from minirl.folders import (
     check_folder,
     code_hash,
     config_hash,
+    data_hash,
     last_checkpoint,
     lock,
     read_json_object,
@@ -106,7 +107,7 @@ def start(folder: Path, cfg: TrainConfig) -> Run:
     check_folder(folder, cfg)
     folder.mkdir(parents=True, exist_ok=True)
     lock(folder)
-    record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(),
+    record = {**asdict(cfg), "config_hash": config_hash(cfg), "code_hash": code_hash(), "data_hash": data_hash(cfg),
               "minirl_version": minirl.__version__}
     write_atomic(folder / "config.json", json.dumps(record, indent=2))  # first: the folder is a run's from now on
     if not cfg.resume:  # a fresh start: nothing of an earlier attempt may leak into this run

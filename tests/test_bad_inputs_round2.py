@@ -313,3 +313,16 @@ def test_gguf_file_beside_an_init_that_is_a_gguf_file_is_refused(run_dir, tmp_pa
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     one_error_line(invoke(["train", "--algo", "sft", "--init", "{tmp}/model.gguf", "--gguf-file", "other.gguf",
                            *OUT], run_dir, tmp_path), 1, "is a .gguf file already")
+
+
+def test_resume_refuses_a_data_file_replaced_since_the_checkpoint(run_dir, tmp_path):
+    rows = [{"question": f"Tom has {i} pens and buys 4. How many pens?", "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"}
+            for i in range(30)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [*SFT, "--data", "{tmp}/data.jsonl", "--n-demos", "10", "--eval-questions", "2", "--final-questions", "2",
+            "--steps", "2", "--out", "{tmp}/run"]
+    assert invoke(args, run_dir, tmp_path).exit_code == 0
+    (tmp_path / "run/summary.json").unlink()  # as if killed after its last checkpoint
+    data.write_text("".join(json.dumps({**r, "question": r["question"] + " Think."}) + "\n" for r in rows))
+    one_error_line(invoke([*args, "--resume"], run_dir, tmp_path), 1, "the contents of --data or --test-data changed")
