@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from minirl import folders, runs
@@ -30,7 +29,6 @@ from minirl.airl import (
     sampled,
     warm_up_discriminator,
 )
-from minirl.cards import write_model_card
 from minirl.config import (
     NumericalError,
     TrainConfig,
@@ -41,6 +39,7 @@ from minirl.config import (
     reward_backbone,
 )
 from minirl.data import check_sizes, format_prompt, is_correct, load_tasks
+from minirl.evaluation import evaluate_and_keep_best, finish
 from minirl.fit_reward import check_train_layers, fit_reward
 from minirl.logprobs import lm_forward, token_logprobs
 from minirl.models import (
@@ -48,16 +47,11 @@ from minirl.models import (
     check_model_paths,
     frozen_copy,
     hidden_size,
-    load_lm,
     load_policy,
-    pick_device,
-    save_lm,
 )
 from minirl.ppo import Rollout, gae_advantages, group_advantages, outcome_advantages, ppo_update, trace_means, whiten
-from minirl.rerank import evaluate
 from minirl.rollout import Batch, check_data_fits, encode, in_chunks, sample
 from minirl.sft import sft_step
-from minirl.tables import summary_table
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -117,44 +111,6 @@ def ensure_pretrained(base: TrainConfig) -> None:
     took = "about 30 minutes at one thread" if base.size == "small" else "a few minutes"
     runs.console.print(f"[yellow]no base model at {folder}: pretraining it first ({took})[/]")
     train(base)
-
-
-def evaluate_and_keep_best(cfg: TrainConfig, run: runs.Run, step: int, best_acc: float, best_step: int, policy,
-                           tokenizer, valid: list[dict], reward_model=None) -> tuple[float, int]:
-    """Evaluation on the validation problems, never test ones; the policy is saved to policy/ when it beats
-    `best_acc` (M9: AIRL can decay after its peak). Returns the best accuracy so far and its step."""
-    figures = evaluate(cfg, policy, tokenizer, valid, reward_model)  # load_tasks drew `eval_questions` of them
-    if figures["sampled_acc"] > best_acc:
-        best_acc, best_step = figures["sampled_acc"], step
-        runs.require_finite(policy, "the policy")
-        save_lm(policy, tokenizer, run.folder / "policy")
-    run.log({"eval_step": step, **figures, "best_sampled_acc": best_acc, "best_step": best_step})
-    runs.console.print(f"step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "questions"))
-    return best_acc, best_step
-
-
-def finish(cfg: TrainConfig, run: runs.Run, policy, tokenizer, test: list[dict], reward_model=None,
-           best_step: int | None = None) -> dict:
-    """Final evaluation of the best checkpoint (step `best_step`) on `final_questions`; summary.json, a table."""
-    if (run.folder / "policy").exists():  # the best checkpoint, as a plain (LoRA-merged) model
-        device, dtype = pick_device()
-        policy = load_lm(str(run.folder / "policy"), dtype=dtype)[0].to(device)
-    else:  # no evaluation happened (e.g. --steps 0: the reward model alone was trained)
-        runs.require_finite(policy, "the policy")
-        save_lm(policy, tokenizer, run.folder / "policy")
-    if reward_model is not None:
-        runs.require_finite(reward_model, "the reward model")
-        reward_model.save(run.folder / "reward", tokenizer)
-    figures = evaluate(cfg, policy, tokenizer, test[: cfg.final_questions], reward_model,
-                       run.folder / "eval_samples.jsonl", progress=runs.console.is_terminal)
-    summary = runs.write_summary(run, {**figures, "best_step": best_step})
-    for kind in ("policy", "reward") if reward_model is not None else ("policy",):
-        write_model_card(run.folder / kind, kind, folders.saved_config(run.folder), summary)
-    Console().print(summary_table(summary, f"{cfg.algo} · {run.folder}"))
-    if best_step == 0 and cfg.steps > 0:
-        runs.console.print("[yellow]training never beat the starting policy on the validation problems: policy/ "
-                           "is the starting policy (step 0)[/]")
-    return summary
 
 
 # ---------------------------------------------------------------- warm start and SFT (M6)

@@ -230,8 +230,10 @@ def test_the_best_checkpoint_is_chosen_on_validation_problems_never_on_test_ones
         seen.append({t["question"] for t in tasks})
         return evaluate(cfg, policy, tokenizer, tasks, *args, **kwargs)
 
-    evaluate = train_module.evaluate
-    monkeypatch.setattr(train_module, "evaluate", recording)
+    from minirl import evaluation
+
+    evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", recording)  # every evaluation of a run goes through this module
     cfg = airl_config(base_run[0], tmp_path / "airl")
     train(cfg)
     data = load_tasks(cfg)
