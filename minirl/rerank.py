@@ -287,11 +287,10 @@ def sample_records(run: str, reward_from: str, data: str, questions: int, n: int
         runs.console.print("[yellow]no reward model in this run: only the baselines are shown[/]")
     cfg = config_from(config, f"{run}/config.json")
     tasks = load_gsm8k(data) if data else load_tasks(cfg)["test"]
+    where = data or f"{run}'s held-out set"
     if len(tasks) < questions:
-        where = data or f"{run}'s held-out set"
         raise DataError(f"{where}: {len(tasks)} problems, fewer than --questions {questions}")
     max_new_tokens = max_new_tokens or cfg.max_new_tokens
-    where = data or f"{run}'s held-out set"
     check_fits_context(policy, tokenizer, [format_prompt(t["question"], tokenizer) for t in tasks[:questions]],
                        max_new_tokens, f"{where}: a question")
     torch.manual_seed(seed)
