@@ -264,6 +264,15 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.leave_out and cfg.data != "synthetic":
         raise UsageError(f"--leave-out {cfg.leave_out} keeps a misconception of the synthetic world out of its "
                          "demonstrations; GSM8K data has none")
+    if cfg.leave_out and cfg.algo == "pretrain":
+        raise UsageError(f"--leave-out {cfg.leave_out} keeps a misconception out of the demonstrations; "
+                         "--algo pretrain reads none")
+    if cfg.test_data and cfg.data == "synthetic" and given(cfg, "test_data"):
+        raise UsageError(f"--test-data {cfg.test_data} names held-out GSM8K problems; the synthetic world draws its "
+                         "own: give --data too, or leave --test-data out")
+    if cfg.reward_init and cfg.algo not in ("airl", "reward") and given(cfg, "reward_init"):
+        raise UsageError(f"--reward-init starts a reward model; --algo {cfg.algo} trains none: use --algo airl or "
+                         "reward")
     if cfg.gguf_file and not cfg.init:
         raise UsageError("--gguf-file names a file inside --init's folder: give --init too")
     if cfg.resume and cfg.overwrite:
@@ -273,6 +282,12 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.data == "synthetic" and cfg.disc_batch > cfg.n_demos:
         raise UsageError(f"--disc-batch {cfg.disc_batch} is larger than --n-demos {cfg.n_demos}")
     return cfg
+
+
+def given(cfg: TrainConfig, name: str) -> bool:
+    """Was option `name` set by the user, not by the preset or TrainConfig's default? (A preset may set an option that
+    some of its algorithms do not use, e.g. the GSM8K presets' `test_data` and `reward_init` for every algorithm.)"""
+    return getattr(cfg, name) != getattr(from_preset(cfg.preset, cfg.algo), name)
 
 
 def check_values(cfg: TrainConfig) -> None:

@@ -47,6 +47,27 @@ def test_a_bad_choice_is_one_error_line(args, message):
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--test-data", "test"], "--test-data test names held-out GSM8K problems; the synthetic world draws its own"),
+    (["--algo", "sft", "--reward-init", "runs/x"], "--reward-init starts a reward model; --algo sft trains none"),
+    (["--algo", "pretrain", "--leave-out", "gives_away"], "--leave-out gives_away keeps a misconception out of the "
+                                                          "demonstrations; --algo pretrain reads none"),
+])
+def test_an_option_the_run_would_ignore_is_refused(args, message):
+    result = invoke("train", *args, "--print-config")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+
+
+@pytest.mark.parametrize("args", [["--preset", "gsm8k-qwen0.5b", "--algo", "sft"],  # the preset's reward_init, unused
+                                  ["--preset", "smollm2", "--algo", "sft"], ["--test-data", "test", "--data", "train"],
+                                  ["--algo", "reward", "--reward-init", "runs/x"]])
+def test_options_a_preset_sets_for_every_algorithm_are_not_refused(args):
+    result = invoke("train", *args, "--print-config")
+    assert result.exit_code == 0, result.output
+
+
 def test_train_ends_with_the_next_commands(monkeypatch):
     import minirl.train
 
