@@ -128,6 +128,9 @@ def check_folder(folder: Path, cfg: TrainConfig) -> None:
     check_reusable(folder, cfg)
     if cfg.resume and not (folder / "checkpoint.json").exists():
         raise RunError(f"--resume: no checkpoint in {folder}")
+    if cfg.resume and (folder / "summary.json").exists():  # resuming would only repeat its final evaluation
+        raise RunError(f"--resume: {folder} holds a finished run, nothing to continue (minirl rerank --run {folder} "
+                       "uses it; --overwrite trains it again)")
 
 
 def check_output(path: Path, option: str, folder: bool = False, inputs: dict[str, str | None] | None = None) -> None:

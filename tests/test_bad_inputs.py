@@ -222,6 +222,7 @@ def test_a_pickled_optimiser_state_is_refused_and_never_run(run_dir, tmp_path):
     marker = tmp_path / "pwned"
     crafted = tmp_path / "run/checkpoint-000001/optim.pt"
     torch.save({"policy": RunsCode(marker)}, crafted)
+    (tmp_path / "run/summary.json").unlink()  # an unfinished run: only that one is resumed
     result = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path)
     one_error_line(result, 1, "optim.pt holds more than tensors; refused to load it")
     assert not marker.exists()

@@ -72,6 +72,7 @@ BROKEN = {"no metrics_lines": {k: v for k, v in GOOD.items() if k != "metrics_li
 def test_a_checkpoint_record_of_the_wrong_shape_is_one_line(run_dir, tmp_path, state):
     run = finished_sft(run_dir, tmp_path)
     (run / "checkpoint.json").write_text(json.dumps(state))
+    (run / "summary.json").unlink()  # an unfinished run: only that one is resumed
     result = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path)
     one_error_line(result, 1, "--resume: the checkpoint in")
 
@@ -80,8 +81,17 @@ def test_a_checkpoint_record_of_the_wrong_shape_is_one_line(run_dir, tmp_path, s
 def test_an_optimiser_file_of_the_wrong_shape_is_one_line(run_dir, tmp_path, saved):
     run = finished_sft(run_dir, tmp_path)
     torch.save(saved, run / "checkpoint-000001/optim.pt")
+    (run / "summary.json").unlink()  # an unfinished run: only that one is resumed
     result = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path)
     one_error_line(result, 1, "--resume: the checkpoint in")
+
+
+def test_resuming_a_finished_run_is_refused_and_leaves_it_as_it_was(run_dir, tmp_path):
+    run = finished_sft(run_dir, tmp_path)
+    summary = (run / "summary.json").read_text()
+    result = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume"], run_dir, tmp_path)
+    one_error_line(result, 1, f"--resume: {run} holds a finished run, nothing to continue")
+    assert (run / "summary.json").read_text() == summary
 
 
 def test_a_metrics_line_cut_short_does_not_stop_a_resumed_run(run_dir, tmp_path):
