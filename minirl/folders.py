@@ -119,7 +119,8 @@ def check_reusable(folder: Path, cfg: TrainConfig, code: bool = True) -> None:
 
 def check_folder(folder: Path, cfg: TrainConfig) -> None:
     """What `start` would refuse, checked before any work: a place where the folder cannot be written, a folder
-    holding another run, --resume without a checkpoint."""
+    another live process trains in, a starting model inside the folder a fresh run clears, a folder holding another
+    run, and --resume of a run with no checkpoint or of a finished one."""
     check_output(folder, "--out", folder=True)
     check_not_running(folder)
     for option, given in (("--init", cfg.init), ("--reward-init", cfg.reward_init), ("--reward-from", cfg.reward_from)):
