@@ -29,6 +29,8 @@ class RunError(UserError):
 # how a run is started or watched, or how much memory a step takes (--resume after running out of memory may
 # lower it), not what it computes
 NOT_HASHED = ("resume", "overwrite", "out", "report_to", "micro_batch_size")
+# settings that name a file or folder: two spellings of one path are one setting
+PATH_SETTINGS = ("data", "test_data", "init", "reward_init", "reward_from")
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -52,7 +54,7 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     "" when nothing does. A setting that the run's version did not have yet counts as its default: that is what
     the run did."""
     old = {**asdict(TrainConfig()), **saved_config(folder, "; --overwrite replaces the run")}
-    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and old[k] != v]
+    changed = [k for k, v in asdict(cfg).items() if k not in NOT_HASHED and not same_setting(k, old[k], v)]
     if changed:
         return ", ".join(f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed[:4])
     if old.get("minirl_version") != minirl.__version__:
@@ -60,6 +62,19 @@ def differences(folder: Path, cfg: TrainConfig, code: bool = True) -> str:
     if old.get("data_hash", data_hash(cfg)) != data_hash(cfg):  # runs written before data_hash: not compared
         return "the contents of --data or --test-data changed"
     return "minirl's source code changed" if code and old.get("code_hash") != code_hash() else ""
+
+
+def same_setting(name: str, old: object, new: object) -> bool:
+    """Equal, or, for a setting that names a file or folder, two spellings of one that exists: a run given
+    `--data gsm8k/train.jsonl` resumes with `--data ./gsm8k/train.jsonl` or its absolute path."""
+    if old == new:
+        return True
+    if name not in PATH_SETTINGS or not (isinstance(old, str) and isinstance(new, str) and old and new):
+        return False
+    try:
+        return os.path.samefile(os.path.expanduser(old), os.path.expanduser(new))
+    except OSError:  # one of them does not exist (or is a hub id): compared as text, they differ
+        return False
 
 
 def data_hash(cfg: TrainConfig) -> str:

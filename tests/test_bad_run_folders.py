@@ -94,6 +94,19 @@ def test_resuming_a_finished_run_is_refused_and_leaves_it_as_it_was(run_dir, tmp
     assert (run / "summary.json").read_text() == summary
 
 
+def test_resume_takes_another_spelling_of_the_same_starting_folder_but_not_another_folder(run_dir, tmp_path):
+    run = finished_sft(run_dir, tmp_path)
+    (run / "summary.json").unlink()  # an unfinished run: only that one is resumed
+    other = tmp_path / "other-base"
+    shutil.copytree(run_dir, other)
+    refused = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume", "--init", str(other)], run_dir, tmp_path)
+    one_error_line(refused, 1, "holds a run with other settings (init")
+    respelt = f"{run_dir.parent}/./{run_dir.name}/"  # the same folder, written another way
+    result = invoke([*SFT, "--steps", "1", "--out", "{tmp}/run", "--resume", "--init", respelt], run_dir, tmp_path)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "sampled_acc" in json.loads((run / "summary.json").read_text())
+
+
 def test_a_metrics_line_cut_short_does_not_stop_a_resumed_run(run_dir, tmp_path):
     run = finished_sft(run_dir, tmp_path)
     with open(run / "metrics.jsonl", "a") as f:
