@@ -69,6 +69,16 @@ def discriminator_loss(logits: torch.Tensor, response_mask: torch.Tensor, is_exp
     return (per_seq * (class_weights(is_expert) if weights is None else weights)).sum()
 
 
+def expert_nll(f: torch.Tensor, response_mask: torch.Tensor, is_expert: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """M2's anchor: the experts' per-token negative log-likelihood under the token head's f = log pi_phi, each
+    expert trace's mean, summed over this chunk's expert rows and divided by the whole batch's `n_experts` (so the
+    chunks add up to the batch's mean). At the discriminator's optimum f = log pi_E; this term pulls f there
+    directly, where the cross-entropy alone only ranks f against log pi. f, response_mask: [B, T]; is_expert: [B]."""
+    mask = response_mask.float()
+    nll = -(f.float() * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
+    return (nll * is_expert.float()).sum() / max(n_experts, 1)
+
+
 @torch.no_grad()
 def discriminator_stats(logits: torch.Tensor, response_mask: torch.Tensor, source: list[str]) -> dict[str, float]:
     """Accuracy and mean per-token logit for each source ("expert", "policy", "perturbed") over the tokens in
@@ -232,20 +242,22 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
                        experts: list[dict], policy_samples: list[tuple], perturbed: list[tuple[str, str, str]],
                        form: str, label_smoothing: float = 0.1, max_grad_norm: float = 1.0,
                        micro_batch_size: int = 0, precision: str = "fp32", labels: str = "after",
-                       change_share: float = 0.5) -> dict[str, float]:
+                       change_share: float = 0.5, nll_weight: float = 0.0) -> dict[str, float]:
     """One optimiser step of the discriminator on experts (label 1) vs the policy's samples and perturbed
     experts (label 0, from their first change on: M3), its gradient accumulated over chunks of `micro_batch_size`
     rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`;
-    `labels`, `change_share`: which tokens of a perturbed copy are labelled, and how (`discriminator_batch`)."""
+    `labels`, `change_share`: which tokens of a perturbed copy are labelled, and how (`discriminator_batch`);
+    `nll_weight` > 0 (token head, airl form) adds that weight of `expert_nll` to the loss."""
     device = next(reward_model.parameters()).device
     batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed, labels,
                                                   change_share)
     batch, labelled = batch.to(device), labelled.to(device)
     is_expert = torch.tensor([s == "expert" for s in source], device=device)
     weights = class_weights(is_expert)  # [B]: the chunks' losses add up to the whole batch's
+    n_experts = int(is_expert.sum())
     reward_model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss, logits = 0.0, []
+    loss, nll, logits = 0.0, 0.0, []  # disc_loss is the cross-entropy alone; the anchor is logged apart
     for rows in micro_batches(torch.arange(len(source), device=device), micro_batch_size):
         chunk = batch.select(rows)
         with autocast(precision, device):
@@ -256,12 +268,21 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
             chunk_logits = discriminator_logits(reward_model, chunk, form, policy_logp)  # [b, T]
         chunk_loss = discriminator_loss(chunk_logits, labelled[rows], is_expert[rows], label_smoothing,
                                         weights[rows])
-        chunk_loss.backward()
-        loss, logits = loss + chunk_loss.item(), logits + [chunk_logits.detach()]
+        chunk_nll = torch.zeros(())
+        if nll_weight:  # f = logit + log pi in the airl form (M2)
+            chunk_nll = expert_nll(chunk_logits + policy_logp, labelled[rows], is_expert[rows], n_experts)
+        (chunk_loss + nll_weight * chunk_nll).backward()
+        loss, nll, logits = loss + chunk_loss.item(), nll + chunk_nll.item(), logits + [chunk_logits.detach()]
     grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), max_grad_norm)
     optimizer.step()
-    return {"disc_loss": loss, "disc_grad_norm": grad_norm.item(),
+    return {"disc_loss": loss, "disc_grad_norm": grad_norm.item(), **({"disc_expert_nll": nll} if nll_weight else {}),
             **discriminator_stats(torch.cat(logits), labelled, source)}
+
+
+def anchor_weight(cfg: TrainConfig) -> float:
+    """`--expert-nll`, for the token head only: a preset's value is not applied to a head whose f is no
+    log-probability (the scalar and hybrid heads' f has no likelihood to anchor)."""
+    return cfg.expert_nll if cfg.head == "token" and cfg.form == "airl" else 0.0
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
@@ -319,5 +340,5 @@ def warm_up_discriminator(cfg: TrainConfig, run: Run, reward_model: RewardModel,
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
                                    precision=cfg.precision, labels=cfg.perturbed_labels,
-                                   change_share=cfg.change_share)
+                                   change_share=cfg.change_share, nll_weight=anchor_weight(cfg))
         run.log({"warmup_step": step + 1, **stats})

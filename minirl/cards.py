@@ -18,7 +18,7 @@ SETTINGS = {"*": ("algo", "preset", "init", "data", "size", "seed", "steps", "pr
             "rl": ("samples_per_prompt", "minibatch_size", "ppo_epochs", "clip", "target_kl", "advantage", "gamma",
                    "lam", "kl_beta"),
             "airl": ("head", "form", "disc_lr", "disc_warmup", "disc_batch", "perturbed_per_expert",
-                     "perturbed_labels", "change_share", "label_smoothing", "reward_clip"),
+                     "perturbed_labels", "change_share", "label_smoothing", "expert_nll", "reward_clip"),
             "reward": ("head", "form", "disc_lr", "disc_batch", "train_layers", "perturbed_per_expert",
                        "perturbed_labels", "change_share", "label_smoothing", "n_demos", "warmup_pool")}
 

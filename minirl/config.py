@@ -107,6 +107,8 @@ class TrainConfig:
     change_share: float = opt(0.5, "both / first labels: the share of a perturbed copy's loss that its changed "
                                    "tokens carry, the tokens after them the rest (M3)")
     label_smoothing: float = opt(0.1, "targets 1 - s/2 and s/2 (M2: 0.95 / 0.05)")
+    expert_nll: float = opt(0.0, "airl, token head: weight of the experts' negative log-likelihood under f = log "
+                                 "pi_phi, added to the discriminator loss: anchors f at its optimum log pi_E (M2)")
     entropy_coef: float = opt(1.0, "airl form: the policy is paid f - alpha log pi; alpha is the weight of that "
                                    "entropy bonus (1 = AIRL's log D - log(1 - D); < 1 sharpens the policy, M4)")
     reward_clip: float = opt(5.0, "clip per-token rewards to [-c, c] (0 = off)")
@@ -233,7 +235,7 @@ AT_MOST = {"samples_per_prompt": 1024, "eval_samples": 1024, "ppo_epochs": 100, 
 INTERVALS = {"lr": "(0, inf)", "disc_lr": "(0, inf)", "temperature": "(0, inf)", "clip": "(0, inf)",
              "top_p": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]", "label_smoothing": "[0, 1)",
              "change_share": "(0, 1)", "entropy_coef": "[0, inf)", "misconception_rate": "[0, 1]",
-             "seed": "[0, 4294967295]", "kl_beta": "[0, inf)",
+             "seed": "[0, 4294967295]", "kl_beta": "[0, inf)", "expert_nll": "[0, inf)",
              "reward_clip": "[0, inf]", "target_kl": "[0, inf]"}  # 0 or inf: no clipping, no early stop
 
 
@@ -273,6 +275,9 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.reward_init and cfg.algo not in ("airl", "reward") and given(cfg, "reward_init"):
         raise UsageError(f"--reward-init starts a reward model; --algo {cfg.algo} trains none: use --algo airl or "
                          "reward")
+    if cfg.expert_nll and (cfg.algo != "airl" or cfg.head != "token") and given(cfg, "expert_nll"):
+        raise UsageError(f"--expert-nll anchors the token head's f = log pi_phi at the experts' likelihood (M2): use "
+                         f"it with --algo airl and --head token, not --algo {cfg.algo} --head {cfg.head}")
     if cfg.gguf_file and not cfg.init:
         raise UsageError("--gguf-file names a file inside --init's folder: give --init too")
     if cfg.resume and cfg.overwrite:

@@ -21,6 +21,7 @@ from torch import nn
 
 from minirl import folders, runs
 from minirl.airl import (
+    anchor_weight,
     check_reward_from,
     discriminator_step,
     make_reward_model,
@@ -177,7 +178,7 @@ def airl_rewards(cfg: TrainConfig, rng: random.Random, reward_model, disc_optimi
                                    rng.sample(own_samples, min(len(own_samples), cfg.disc_batch)), perturbed,
                                    cfg.form, cfg.label_smoothing, micro_batch_size=cfg.micro_batch_size,
                                    precision=cfg.precision, labels=cfg.perturbed_labels,
-                                   change_share=cfg.change_share)
+                                   change_share=cfg.change_share, nll_weight=anchor_weight(cfg))
     reward_model.eval()
     with autocast(cfg.precision, batch.input_ids.device):  # after the step: autocast's weight copies are fresh
         rewards = in_chunks(lambda b, rows: policy_rewards(reward_model, b, cfg.form, logp_at_t1[rows],

@@ -14,6 +14,7 @@ from minirl.airl import (
     discriminator_logits,
     discriminator_loss,
     discriminator_stats,
+    expert_nll,
     first_change_end,
     first_difference,
     from_the_change,
@@ -86,6 +87,18 @@ def test_discriminator_stats_hand_case() -> None:
     })
     only = discriminator_stats(logits[:2], mask[:2], ["expert", "policy"])
     assert set(only) == {"disc_acc_expert", "disc_logit_expert", "disc_acc_policy", "disc_logit_policy"}
+
+
+def test_expert_nll_by_hand() -> None:
+    # two expert rows (one padded) and one negative, whose f must not count
+    f = torch.tensor([[-0.5, -1.0, -9.0], [-2.0, -2.0, -3.5], [-7.0, -7.0, -7.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    is_expert = torch.tensor([True, True, False])
+    want = (0.75 + 2.5) / 2  # each expert trace's mean NLL, averaged over the two experts
+    assert expert_nll(f, mask, is_expert, 2).item() == pytest.approx(want)
+    chunks = expert_nll(f[:1], mask[:1], is_expert[:1], 2) + expert_nll(f[1:], mask[1:], is_expert[1:], 2)
+    assert chunks.item() == pytest.approx(want)  # chunks of a batch add up to the whole (gradient accumulation)
+    assert expert_nll(f[2:], mask[2:], is_expert[2:], 0).item() == 0.0  # no experts: nothing to anchor, never NaN
 
 
 def test_discriminator_loss_without_smoothing() -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from minirl.airl import class_weights, discriminator_loss, discriminator_step
+from minirl.airl import class_weights, discriminator_batch, discriminator_loss, discriminator_step, expert_nll
 from minirl.config import from_preset
 from minirl.data import synthetic_tasks
 from minirl.logprobs import lm_forward, token_logprobs
@@ -191,3 +191,28 @@ def test_discriminator_accumulated_step_equals_the_one_shot_step(tok, lm, head, 
     (one_shot, want), (accumulated, got) = results
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     assert accumulated == pytest.approx(one_shot, rel=1e-5, abs=1e-7)  # loss, grad norm, accuracies, mean logits
+
+
+def test_the_expert_nll_anchor_adds_its_weight_times_the_nll_gradient(tok, lm) -> None:
+    # the same step with weight 0 and with weight w: the parameters differ by -lr * w * grad(expert NLL under f)
+    experts = [{"question": t["question"], "answer": t["answer"]} for t in TASKS[:3]]
+    policy_samples = [(t["question"], t["answer"].replace("1", "2")) for t in TASKS[3:5]]
+    perturbed = [(t["question"], t["answer"] + "\n#### 0", t["answer"]) for t in TASKS[5:7]]
+    lr, weight, after, logged = 0.05, 0.7, [], []
+    for w in (0.0, weight):
+        torch.manual_seed(0)
+        reward_model = RewardModel(build_tiny_lm(tok, "micro", seed=1), "token")
+        start = copy.deepcopy(reward_model)
+        stats = discriminator_step(reward_model, torch.optim.SGD(reward_model.parameters(), lr=lr), lm, tok,
+                                   experts, policy_samples, perturbed, "airl", max_grad_norm=1e9, micro_batch_size=2,
+                                   nll_weight=w)
+        after.append(params(reward_model))
+        logged.append(stats.get("disc_expert_nll"))
+    batch, source, labelled = discriminator_batch(tok, experts, policy_samples, perturbed, "after", 0.5)
+    is_expert = torch.tensor([s == "expert" for s in source])
+    nll = expert_nll(start(batch.input_ids, batch.attention_mask), labelled, is_expert, 3)
+    nll.backward()
+    want = torch.cat([-lr * weight * (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in start.parameters()])
+    torch.testing.assert_close(after[1] - after[0], want, atol=1e-6, rtol=1e-4)
+    assert logged[0] is None and logged[1] == pytest.approx(nll.item(), rel=1e-5)  # logged apart from disc_loss
