@@ -12,6 +12,7 @@ one figure (`study.png`, with the `plot` extra) to --out.
 Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~100 min on 2 cores)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
       python benchmarks/imitation_vs_irl.py --head hybrid --out runs/study-hybrid   (the AIRL arms' reward head)
+      python benchmarks/imitation_vs_irl.py --expert-nll 1 --out runs/study-anchor  (the discriminator anchored, M2)
 Every run is an ordinary run folder under --out, reused when it finished with the same settings, so an interrupted
 study continues where it stopped (after changing minirl's code, delete --out to measure the new code). The final
 evaluation uses 200 held-out questions x 8 samples (the preset's 500 would double the time); `--final-questions 500`
@@ -55,21 +56,21 @@ def run(cfg: TrainConfig) -> dict:
     return train(replace(cfg, overwrite=True))
 
 
-def study_configs(seed: int, demos: int, out: Path, final_questions: int,
-                  head: str = "token") -> dict[str, TrainConfig]:
+def study_configs(seed: int, demos: int, out: Path, final_questions: int, head: str = "token",
+                  expert_nll: float | None = None) -> dict[str, TrainConfig]:
     base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
     ensure_pretrained(base_run)  # reused, or pretrained when missing
     base = base_run.out
     common = dict(seed=seed, final_questions=final_questions)
+    reward = dict(head=head, **({} if expert_nll is None else {"expert_nll": expert_nll}))  # the AIRL arms' reward
     cell = out / f"d{demos}-s{seed}"
     sft = from_preset("tiny", "sft", init=base, n_demos=demos, out=str(cell / "sft"), **common)
     return {"sft": sft,
-            "airl": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "airl"), head=head,
-                                **common),
-            "reward": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "reward"), head=head,
+            "airl": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "airl"), **reward, **common),
+            "reward": from_preset("tiny", "airl", init=base, n_demos=demos, out=str(cell / "reward"), **reward,
                                   **REWARD_ALONE, **common),
             "airl-sft": from_preset("tiny", "airl", init=sft.out, n_demos=demos, out=str(cell / "airl-sft"),
-                                    head=head, reward_from=str(cell / "reward"), **FROM_SFT, **common),
+                                    reward_from=str(cell / "reward"), **reward, **FROM_SFT, **common),
             "outcome": from_preset("tiny", "outcome", init=base, out=str(out / f"outcome-s{seed}"), **common)}
 
 
@@ -154,15 +155,17 @@ def main(seeds: list[int] = typer.Option([0, 1], help="seeds (world, initialisat
          demos: list[int] = typer.Option([50, 400], help="numbers of expert demonstrations"),
          final_questions: int = typer.Option(200, help="held-out questions in each run's final evaluation"),
          head: str = typer.Option("token", help="reward head of the AIRL arms: token, hybrid or scalar (M2)"),
+         expert_nll: float = typer.Option(None, help="the AIRL arms' --expert-nll (M2; default: the preset's)"),
          out: Path = typer.Option(Path("runs/study"), help="folder for the runs, the table and the figure")) -> None:
     results, folders = {}, {}
     with user_errors():  # a bad option: one line before any training, not a traceback after the first arms
         for seed in seeds:
             for n in demos:
-                check(from_preset("tiny", "airl", seed=seed, n_demos=n, final_questions=final_questions, head=head))
+                check(from_preset("tiny", "airl", seed=seed, n_demos=n, final_questions=final_questions, head=head,
+                                  **({} if expert_nll is None else {"expert_nll": expert_nll})))
         for seed in seeds:
             for n in demos:
-                for arm, cfg in study_configs(seed, n, out, final_questions, head).items():
+                for arm, cfg in study_configs(seed, n, out, final_questions, head, expert_nll).items():
                     results[(arm, n, seed)], folders[(arm, n, seed)] = run(cfg), Path(cfg.out)
     markdown, summary = table(results, seeds, demos)
     markdown += "\n\nGain over SFT in sampled accuracy, paired on the same held-out questions [95 % bootstrap]:"
