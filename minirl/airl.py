@@ -248,6 +248,8 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
     rows (0: one chunk); returns the loss and per-source diagnostics. Forward passes run under `precision`;
     `labels`, `change_share`: which tokens of a perturbed copy are labelled, and how (`discriminator_batch`);
     `nll_weight` > 0 (token head, airl form) adds that weight of `expert_nll` to the loss."""
+    if nll_weight and (form != "airl" or reward_model.head_kind != "token"):
+        raise ValueError("the expert NLL anchors the token head's f = log pi_phi, in the airl form (M2)")
     device = next(reward_model.parameters()).device
     batch, source, labelled = discriminator_batch(tokenizer, experts, policy_samples, perturbed, labels,
                                                   change_share)
