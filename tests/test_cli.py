@@ -52,7 +52,7 @@ def test_a_bad_choice_is_one_error_line(args, message):
     (["--algo", "sft", "--reward-init", "runs/x"], "--reward-init starts a reward model; --algo sft trains none"),
     (["--algo", "pretrain", "--leave-out", "gives_away"], "--leave-out gives_away keeps a misconception out of the "
                                                           "demonstrations; --algo pretrain reads none"),
-    (["--expert-nll", "1", "--head", "scalar"], "--expert-nll anchors the token head's f = log pi_phi"),
+    (["--expert-nll", "2", "--head", "scalar"], "--expert-nll anchors the token head's f = log pi_phi"),
     (["--algo", "sft", "--expert-nll", "0.5"], "--expert-nll anchors the token head's f = log pi_phi"),
 ])
 def test_an_option_the_run_would_ignore_is_refused(args, message):
