@@ -9,7 +9,7 @@ For each seed and each number of demonstrations it trains, from the seed's base 
 and writes one table (`table.md`, `table.json`; below it each AIRL arm's gain over SFT, paired by question) and
 one figure (`study.png`, with the `plot` extra) to --out.
 
-Run:  python benchmarks/imitation_vs_irl.py                         (2 seeds x {50, 400} demos, ~100 min on 2 cores)
+Run:  python benchmarks/imitation_vs_irl.py   (2 seeds x {50, 400} demos: ~60 min, one 1-thread run a seed)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
       python benchmarks/imitation_vs_irl.py --head hybrid --out runs/study-hybrid   (the AIRL arms' reward head)
       python benchmarks/imitation_vs_irl.py --expert-nll 1 --out runs/study-anchor  (the discriminator anchored, M2)
@@ -56,13 +56,12 @@ def run(cfg: TrainConfig) -> dict:
     return train(replace(cfg, overwrite=True))
 
 
-def study_configs(seed: int, demos: int, out: Path, final_questions: int, head: str = "token",
-                  expert_nll: float | None = None) -> dict[str, TrainConfig]:
+def study_configs(seed: int, demos: int, out: Path, final_questions: int, **reward) -> dict[str, TrainConfig]:
+    """Every arm's settings; `reward`: the AIRL arms' reward options (head, expert_nll), the preset's when absent."""
     base_run = base_policy(from_preset("tiny", seed=seed))  # the run that pretrains runs/base-tiny-s<seed>
     ensure_pretrained(base_run)  # reused, or pretrained when missing
     base = base_run.out
     common = dict(seed=seed, final_questions=final_questions)
-    reward = dict(head=head, **({} if expert_nll is None else {"expert_nll": expert_nll}))  # the AIRL arms' reward
     cell = out / f"d{demos}-s{seed}"
     sft = from_preset("tiny", "sft", init=base, n_demos=demos, out=str(cell / "sft"), **common)
     return {"sft": sft,
@@ -158,14 +157,14 @@ def main(seeds: list[int] = typer.Option([0, 1], help="seeds (world, initialisat
          expert_nll: float = typer.Option(None, help="the AIRL arms' --expert-nll (M2; default: the preset's)"),
          out: Path = typer.Option(Path("runs/study"), help="folder for the runs, the table and the figure")) -> None:
     results, folders = {}, {}
+    reward = dict(head=head, **({} if expert_nll is None else {"expert_nll": expert_nll}))  # the AIRL arms' reward
     with user_errors():  # a bad option: one line before any training, not a traceback after the first arms
         for seed in seeds:
             for n in demos:
-                check(from_preset("tiny", "airl", seed=seed, n_demos=n, final_questions=final_questions, head=head,
-                                  **({} if expert_nll is None else {"expert_nll": expert_nll})))
+                check(from_preset("tiny", "airl", seed=seed, n_demos=n, final_questions=final_questions, **reward))
         for seed in seeds:
             for n in demos:
-                for arm, cfg in study_configs(seed, n, out, final_questions, head, expert_nll).items():
+                for arm, cfg in study_configs(seed, n, out, final_questions, **reward).items():
                     results[(arm, n, seed)], folders[(arm, n, seed)] = run(cfg), Path(cfg.out)
     markdown, summary = table(results, seeds, demos)
     markdown += "\n\nGain over SFT in sampled accuracy, paired on the same held-out questions [95 % bootstrap]:"

@@ -282,9 +282,9 @@ def discriminator_step(reward_model: RewardModel, optimizer: torch.optim.Optimiz
 
 
 def anchor_weight(cfg: TrainConfig) -> float:
-    """`--expert-nll`, for the token head only: a preset's value is not applied to a head whose f is no
-    log-probability (the scalar and hybrid heads' f has no likelihood to anchor)."""
-    return cfg.expert_nll if cfg.head == "token" and cfg.form == "airl" else 0.0
+    """`--expert-nll`, for the token head only (which `config.check` allows in the airl form only): a preset's value
+    is not applied to a head whose f is no log-probability (the scalar and hybrid heads' f has no likelihood)."""
+    return cfg.expert_nll if cfg.head == "token" else 0.0
 
 
 def make_reward_model(cfg: TrainConfig, policy, tokenizer) -> RewardModel:
