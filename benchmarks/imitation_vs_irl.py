@@ -9,7 +9,7 @@ For each seed and each number of demonstrations it trains, from the seed's base 
 and writes one table (`table.md`, `table.json`; below it each AIRL arm's gain over SFT, paired by question) and
 one figure (`study.png`, with the `plot` extra) to --out.
 
-Run:  python benchmarks/imitation_vs_irl.py   (2 seeds x {50, 400} demos: ~60 min, one 1-thread run a seed)
+Run:  python benchmarks/imitation_vs_irl.py   (2 seeds x {50, 400} demos: ~100 min; ~60 as one `--seeds <s>` a core)
       python benchmarks/imitation_vs_irl.py --seeds 0 --demos 400   (one cell)
       python benchmarks/imitation_vs_irl.py --head hybrid --out runs/study-hybrid   (the AIRL arms' reward head)
       python benchmarks/imitation_vs_irl.py --expert-nll 1 --out runs/study-anchor  (the discriminator anchored, M2)
